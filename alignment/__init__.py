@@ -1,0 +1,1 @@
+"""SFT, reward modelling, DPO/PPO/GRPO. Not built yet: a later issue."""

@@ -1,0 +1,1 @@
+"""Data pipeline: Common Crawl WARC -> clean documents -> token shards, on Ray Data."""

@@ -1,0 +1,1 @@
+"""Document filters: one module per rule family, all following `base.DocFilter`."""

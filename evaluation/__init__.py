@@ -1,0 +1,1 @@
+"""Perplexity, multiple choice, contamination, judge. Not built yet: a later issue."""
