@@ -1,0 +1,94 @@
+"""The `llmforge data run` config: `input`, `output`, `stages`, `execution`.
+
+Defaults reproduce the FineWeb recipe (URL filter, fastText English >= 0.65, Gopher
+repetition + quality, C4 lines, FineWeb rules, PII redaction). Stages always run in the
+order of `STAGE_ORDER`, whatever order the YAML lists them in: cheap URL checks first,
+extraction, then filters from cheapest to dearest, redaction last on kept text only.
+"""
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from dataproc.extract import ExtractOptions
+from dataproc.filters.c4 import C4Options
+from dataproc.filters.fineweb import FineWebOptions
+from dataproc.filters.gopher import GopherQualityOptions, GopherRepetitionOptions
+from dataproc.filters.language import LanguageOptions
+from dataproc.filters.pii import PiiOptions
+from dataproc.filters.url import UrlFilterOptions
+from dataproc.warc_records import WarcReadOptions
+from llmforge.common.config import StrictModel
+
+STAGE_ORDER = (
+    "url_filter",
+    "extract",
+    "language",
+    "gopher_repetition",
+    "gopher_quality",
+    "c4",
+    "fineweb",
+    "pii",
+)
+
+
+class InputConfig(StrictModel):
+    """Where WARC files come from: explicit paths/globs/dirs, or a Common Crawl crawl id."""
+
+    paths: list[str] = Field(default_factory=list, description="files, dirs, globs; local, s3://, gs://")
+    crawl: str | None = Field(default=None, pattern=r"^CC-MAIN-\d{4}-\d{2}$")
+    crawl_base: str = Field(
+        default="s3://commoncrawl",
+        description="root holding crawl-data/<crawl>/warc.paths.gz (the public bucket or a local mirror)",
+    )
+    max_files: int | None = Field(default=None, gt=0)
+    warc: WarcReadOptions = Field(default_factory=WarcReadOptions)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "InputConfig":
+        if bool(self.paths) == bool(self.crawl):
+            raise ValueError("set exactly one of input.paths or input.crawl")
+        return self
+
+
+class OutputConfig(StrictModel):
+    path: str = Field(min_length=1, description="directory (local, s3://, gs://) for documents/ and stats.json")
+    write_dropped: bool = Field(
+        default=False, description="also write id/url/drop_reason of every dropped document to dropped/"
+    )
+
+
+class ExecutionConfig(StrictModel):
+    """How the Ray Data plan is sized; the defaults suit a laptop and scale on a cluster."""
+
+    address: str | None = Field(default=None, description="Ray address; default RAY_ADDRESS or embedded")
+    num_cpus: int | None = Field(default=None, gt=0, description="CPUs of an embedded Ray")
+    docs_per_block: int = Field(default=200, gt=0, description="documents per block read from a WARC")
+    workers: int | None = Field(default=None, gt=0, description="max document-stage actors (default: CPUs)")
+    read_cpus: float = Field(default=0.25, gt=0, description="CPUs reserved per WARC read task")
+
+
+class StagesConfig(StrictModel):
+    url_filter: UrlFilterOptions = Field(default_factory=UrlFilterOptions)
+    extract: ExtractOptions = Field(default_factory=ExtractOptions)
+    language: LanguageOptions = Field(default_factory=LanguageOptions)
+    gopher_repetition: GopherRepetitionOptions = Field(default_factory=GopherRepetitionOptions)
+    gopher_quality: GopherQualityOptions = Field(default_factory=GopherQualityOptions)
+    c4: C4Options = Field(default_factory=C4Options)
+    fineweb: FineWebOptions = Field(default_factory=FineWebOptions)
+    pii: PiiOptions = Field(default_factory=PiiOptions)
+
+    @model_validator(mode="after")
+    def _extract_is_needed(self) -> "StagesConfig":
+        if not self.extract.enabled:
+            raise ValueError("extract.enabled must be true: every later stage works on extracted text")
+        return self
+
+    def enabled(self) -> list[str]:
+        return [name for name in STAGE_ORDER if getattr(self, name).enabled]
+
+
+class DataJobConfig(StrictModel):
+    input: InputConfig
+    output: OutputConfig
+    stages: StagesConfig = Field(default_factory=StagesConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)

@@ -1,0 +1,87 @@
+"""`llmforge data run`: build and execute the Ray Data plan from a `DataJobConfig`.
+
+    read WARC (one task per file) -> document stages (actor pool) -> per-file Parquet sink
+
+Everything that decides *what* happens to a document lives in the stages; this module only
+wires Ray Data, resumes finished inputs and writes the final `stats.json`.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from dataproc.config import DataJobConfig
+from dataproc.ledger import Layout
+from dataproc.sources import resolve_inputs, source_key
+from dataproc.stats import build_funnel, format_funnel
+from llmforge.common import fs
+from llmforge.common.ray_session import init_ray
+
+
+@dataclass
+class RunResult:
+    stats: dict[str, Any]
+    processed: list[str]
+    skipped: list[str]
+
+
+class IncompleteOutputError(RuntimeError):
+    """Ray Data finished but some input file's rows were not all written."""
+
+
+def build_dataset(cfg: DataJobConfig, files: list[str], layout: Layout):
+    """The lazy Ray Data plan over `files`; executing it writes `layout`."""
+    import ray
+
+    from dataproc.sink import DocumentSink
+    from dataproc.stages import DocumentStages
+    from dataproc.warc import WarcDatasource
+
+    ex = cfg.execution
+    workers = ex.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    ds = ray.data.read_datasource(
+        WarcDatasource(files, cfg.input.warc, layout, ex.docs_per_block),
+        override_num_blocks=len(files),
+        num_cpus=ex.read_cpus,
+    )
+    ds = ds.map_batches(
+        DocumentStages,
+        fn_constructor_kwargs={"stages": cfg.stages},
+        batch_format="pyarrow",
+        batch_size=None,
+        concurrency=(1, workers),
+        num_cpus=1,
+    )
+    sink = DocumentSink(layout, cfg.stages.enabled(), cfg.output.write_dropped)
+    return ds, sink
+
+
+def run_data_job(cfg: DataJobConfig, log=print) -> RunResult:
+    start = time.perf_counter()
+    files = resolve_inputs(cfg.input.paths, cfg.input.crawl, cfg.input.crawl_base, cfg.input.max_files)
+    keys = {source_key(f): f for f in files}
+    layout = Layout(cfg.output.path)
+    todo_keys, done_keys = layout.prepare(list(keys))
+    log(f"llmforge data run: {len(files)} input files, {len(done_keys)} already done, {len(todo_keys)} to process")
+
+    if todo_keys:
+        init_ray(address=cfg.execution.address, num_cpus=cfg.execution.num_cpus)
+        ds, sink = build_dataset(cfg, [keys[k] for k in todo_keys], layout)
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": cfg.execution.read_cpus})
+        incomplete = [keys[k] for k in todo_keys if not layout.try_finalize(k)]
+        if incomplete:
+            raise IncompleteOutputError(
+                f"{len(incomplete)} input files were not fully written (rerun to redo them): {incomplete[:5]}"
+            )
+
+    funnel = build_funnel((layout.done_stats(k) for k in keys), cfg.stages.enabled())
+    funnel["wall_seconds_this_run"] = round(time.perf_counter() - start, 3)
+    funnel["inputs_skipped_as_done"] = len(done_keys)
+    funnel["config"] = cfg.model_dump(mode="json")
+    fs.write_json_atomic(layout.filesystem, layout.stats_path(), funnel)
+    log(format_funnel(funnel))
+    log(f"documents: {fs.join(cfg.output.path, 'documents')}  stats: {layout.stats_path()}")
+    sys.stdout.flush()
+    return RunResult(stats=funnel, processed=todo_keys, skipped=done_keys)

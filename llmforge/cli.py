@@ -1,0 +1,142 @@
+"""`llmforge <area> <verb>`: the one entry point, also used by `ray job submit ... -- llmforge ...`.
+
+Handlers import their packages lazily: `llmforge --help` starts neither torch nor Ray.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def _parse_set(items: list[str]) -> dict[str, object]:
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+def _data_config(args):
+    from dataproc.config import DataJobConfig
+    from llmforge.common.config import load_config
+
+    overrides = _parse_set(args.set)
+    if args.input:
+        overrides["input.paths"] = args.input
+        overrides["input.crawl"] = None
+    if args.crawl:
+        overrides["input.crawl"] = args.crawl
+        overrides["input.paths"] = []
+    if args.max_files:
+        overrides["input.max_files"] = args.max_files
+    if args.output:
+        overrides["output.path"] = args.output
+    return load_config(DataJobConfig, args.config, overrides)
+
+
+def cmd_data_run(args) -> int:
+    from dataproc.pipeline import run_data_job
+
+    cfg = _data_config(args)  # validated before any work starts
+    run_data_job(cfg)
+    return 0
+
+
+def cmd_data_validate(args) -> int:
+    cfg = _data_config(args)
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    return 0
+
+
+def cmd_data_sample(args) -> int:
+    from dataproc.samples import write_sample_warc
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    truth = write_sample_warc(out, n_docs=args.docs, seed=args.seed, corrupt=not args.clean)
+    truth.to_json(out.with_suffix(".truth.json"))
+    print(f"wrote {out} and {out.with_suffix('.truth.json')}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Generate sample WARCs with planted ground truth and run the data job on them."""
+    from dataproc.config import DataJobConfig
+    from dataproc.pipeline import run_data_job
+    from dataproc.samples import write_sample_warc
+    from llmforge.common.config import load_config
+
+    work = Path(args.workdir).resolve()
+    warcs = work / "warc"
+    warcs.mkdir(parents=True, exist_ok=True)
+    for i in range(args.files):
+        path = warcs / f"sample-{i:02d}.warc.gz"
+        if not path.exists():
+            write_sample_warc(path, n_docs=args.docs, seed=i).to_json(warcs / f"sample-{i:02d}.truth.json")
+    config = Path(args.config)
+    cfg = load_config(
+        DataJobConfig, config, {"input.paths": [str(warcs)], "output.path": str(work / "documents")}
+    )
+    print(f"demo: {args.files} sample WARC files in {warcs}, config {config}")
+    run_data_job(cfg)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmforge", description="Common Crawl -> trained, aligned, evaluated LLM on Ray."
+    )
+    areas = parser.add_subparsers(dest="area", required=True, metavar="AREA")
+
+    data = areas.add_parser("data", help="the data pipeline (WARC -> documents)")
+    verbs = data.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name, handler, helptext in (
+        ("run", cmd_data_run, "run the pipeline (resumes finished inputs)"),
+        ("validate", cmd_data_validate, "check a config and print it with defaults filled in"),
+    ):
+        p = verbs.add_parser(name, help=helptext, description=helptext)
+        p.add_argument("--config", required=True, help="job YAML (keys: input, output, stages, execution)")
+        p.add_argument("--input", nargs="+", help="WARC files, dirs or globs (local, s3://, gs://); replaces input.paths")
+        p.add_argument("--crawl", help="Common Crawl id, e.g. CC-MAIN-2024-10; replaces input.crawl")
+        p.add_argument("--max-files", type=int, help="read at most this many input files")
+        p.add_argument("--output", help="output directory; replaces output.path")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set stages.language.min_score=0.8")
+        p.set_defaults(func=handler)
+
+    p = verbs.add_parser("sample-warc", help="write a WARC with planted duplicates, spam, PII, corrupt records")
+    p.add_argument("--out", required=True, help="output .warc.gz (ground truth goes next to it)")
+    p.add_argument("--docs", type=int, default=500, help="number of normal article pages")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clean", action="store_true", help="no corrupt records")
+    p.set_defaults(func=cmd_data_sample)
+
+    p = areas.add_parser("demo", help="generate sample WARCs and run the data pipeline end to end")
+    p.add_argument("--workdir", default="runs/demo", help="where sample data and outputs go")
+    p.add_argument("--files", type=int, default=4, help="number of sample WARC files")
+    p.add_argument("--docs", type=int, default=400, help="article pages per file")
+    p.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "cluster" / "jobs" / "data_demo.yaml"))
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from llmforge.common.config import ConfigError
+
+    try:
+        return args.func(args)
+    except (ConfigError, ValueError) as err:
+        # ConfigError and input errors (dataproc.sources.InputError) are ValueErrors: the
+        # user's to fix, so a message, not a traceback.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Start or join Ray the same way everywhere: a cluster when one is named, else embedded.
+
+`ray job submit` sets RAY_ADDRESS for the driver, so the same command joins the cluster
+there and starts a private local instance on a laptop.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def init_ray(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    include_dashboard: bool | None = None,
+    runtime_env: dict[str, Any] | None = None,
+) -> None:
+    """Idempotent `ray.init`: reuse a running session, join `address`/RAY_ADDRESS, or start one."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = {"runtime_env": runtime_env, "log_to_driver": True}
+    if address:
+        ray.init(address=address, **kwargs)
+        return
+    # "local" never tries to reach a stale cluster recorded in /tmp/ray (it can hang for minutes).
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=include_dashboard,
+        **kwargs,
+    )

@@ -1,0 +1,66 @@
+"""Completion bookkeeping: a unit is finished only when its parts tile every row exactly once."""
+import json
+
+import pytest
+
+from dataproc.ledger import Layout, covers_exactly, merge_funnels, seq_ranges
+from llmforge.common import fs
+
+
+def test_seq_ranges_compacts_runs():
+    assert seq_ranges([5, 0, 1, 2, 7, 6, 9]) == [[0, 2], [5, 7], [9, 9]]
+    assert seq_ranges([]) == []
+
+
+@pytest.mark.parametrize(
+    "ranges, rows, ok",
+    [
+        ([[0, 4], [5, 9]], 10, True),
+        ([[5, 9], [0, 4]], 10, True),  # order of arrival does not matter
+        ([[0, 4], [6, 9]], 10, False),  # gap: row 5 missing
+        ([[0, 5], [5, 9]], 10, False),  # overlap: row 5 twice
+        ([[0, 9]], 11, False),  # reader said 11 rows
+        ([], 0, True),  # a file without HTML responses is complete with no parts
+    ],
+)
+def test_covers_exactly(ranges, rows, ok):
+    assert covers_exactly(ranges, rows) is ok
+
+
+def test_merge_funnels_sums_counters():
+    a = {"rows": 3, "kept": 1, "text_bytes": 10, "dropped": {"c4:x": 2}, "seconds": {"c4": 0.5}}
+    b = {"rows": 2, "kept": 2, "text_bytes": 5, "dropped": {}, "seconds": {"c4": 0.25}}
+    m = merge_funnels([a, b])
+    assert m == {"rows": 5, "kept": 3, "text_bytes": 15, "dropped": {"c4:x": 2}, "seconds": {"c4": 0.75}}
+
+
+def _part(layout, key, lo, hi, kept):
+    manifest = {"seqs": [[lo, hi]], "rows": hi - lo + 1, "kept": kept, "dropped": {"x:y": hi - lo + 1 - kept},
+                "seconds": {}, "text_bytes": 0}
+    fs.write_json_atomic(layout.filesystem, layout.manifest_path(key, lo, hi), manifest)
+    fs.write_bytes_atomic(layout.filesystem, layout.part_stem(key, lo, hi) + ".parquet", b"PAR1")
+
+
+def test_finalize_only_when_complete_and_prepare_clears_partial(tmp_path):
+    layout = Layout(str(tmp_path / "out"))
+    expected = {"source": "a.warc.gz", "rows": 10, "reader": {"records": 12}}
+    _part(layout, "a", 0, 4, 3)
+    assert not layout.try_finalize("a")  # no _expected.json yet: the reader has not finished
+    fs.write_json_atomic(layout.filesystem, layout.expected_path("a"), expected)
+    assert not layout.try_finalize("a")  # rows 5..9 missing
+    _part(layout, "a", 5, 9, 5)
+    assert layout.try_finalize("a")
+    assert layout.is_done("a")
+    stats = json.loads((tmp_path / "out/documents/a/_stats.json").read_text())
+    assert (stats["rows"], stats["kept"], stats["dropped"]) == (10, 8, {"x:y": 2})
+    assert sorted(p.name for p in (tmp_path / "out/documents/a").glob("part-*")) == [
+        "part-000000000-000000004.parquet", "part-000000005-000000009.parquet"]
+
+    # b: killed half way; c: all parts written but never renamed.
+    _part(layout, "b", 0, 4, 5)
+    fs.write_json_atomic(layout.filesystem, layout.expected_path("b"), {**expected, "rows": 20})
+    fs.write_json_atomic(layout.filesystem, layout.expected_path("c"), {**expected, "rows": 5})
+    _part(layout, "c", 0, 4, 5)
+    todo, done = layout.prepare(["a", "b", "c", "d"])
+    assert todo == ["b", "d"] and done == ["a", "c"]
+    assert not (tmp_path / "out/_work/b").exists()  # half-written work is deleted, to be redone
