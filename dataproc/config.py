@@ -64,7 +64,10 @@ class ExecutionConfig(StrictModel):
     num_cpus: int | None = Field(default=None, gt=0, description="CPUs of an embedded Ray")
     docs_per_block: int = Field(default=200, gt=0, description="documents per block read from a WARC")
     workers: int | None = Field(default=None, gt=0, description="max document-stage actors (default: CPUs)")
-    read_cpus: float = Field(default=0.25, gt=0, description="CPUs reserved per WARC read task")
+    # One actor per core keeps every core busy; asking 0.75 CPU each leaves the logical room
+    # that read and write tasks (light, mostly I/O) need to be scheduled beside them.
+    stage_cpus: float = Field(default=0.75, gt=0, description="CPUs reserved per document-stage actor")
+    read_cpus: float = Field(default=0.25, gt=0, description="CPUs reserved per WARC read / write task")
 
 
 class StagesConfig(StrictModel):

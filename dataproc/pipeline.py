@@ -51,8 +51,8 @@ def build_dataset(cfg: DataJobConfig, files: list[str], layout: Layout):
         fn_constructor_kwargs={"stages": cfg.stages},
         batch_format="pyarrow",
         batch_size=None,
-        concurrency=(1, workers),
-        num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
+        num_cpus=ex.stage_cpus,
     )
     sink = DocumentSink(layout, cfg.stages.enabled(), cfg.output.write_dropped)
     return ds, sink
@@ -62,6 +62,11 @@ def run_data_job(cfg: DataJobConfig, log=print) -> RunResult:
     start = time.perf_counter()
     files = resolve_inputs(cfg.input.paths, cfg.input.crawl, cfg.input.crawl_base, cfg.input.max_files)
     keys = {source_key(f): f for f in files}
+    from dataproc.stages import DocumentStages
+
+    # Build every stage once here: a missing blocklist file or an unknown language code
+    # fails now, naming its key, instead of inside a Ray actor after start-up.
+    DocumentStages(cfg.stages)
     layout = Layout(cfg.output.path)
     todo_keys, done_keys = layout.prepare(list(keys))
     log(f"llmforge data run: {len(files)} input files, {len(done_keys)} already done, {len(todo_keys)} to process")

@@ -1,0 +1,99 @@
+"""Tokenisation helpers shared by the Gopher, C4 and FineWeb filters.
+
+datatrove's filters tokenise English with spaCy's blank "en" tokenizer (earlier versions:
+NLTK `word_tokenize`). Both split punctuation off words, so "Hello, world." is four tokens
+and punctuation tokens count in the denominators of several ratios. `words` reproduces
+spaCy's behaviour on ordinary prose with one compiled regex, an order of magnitude faster
+and with no model to load:
+
+- URLs ("https://...") stay one token;
+- numbers with inner separators stay one token ("3.14", "1,000", "10:30", "1/2");
+- English clitics are split off as spaCy does: "don't" -> "do" "n't", "it's" -> "it" "'s";
+- other runs of word characters, keeping inner apostrophes ("O'Brien"), are one token;
+- "..." (any run of 2+ dots) is one token;
+- every other non-space character is a one-character token.
+
+Known differences from spaCy: abbreviations ("e.g.", "U.S.") split at their dots, e-mail
+addresses split at "@" and ".". The published thresholds are coarse enough that this does
+not move typical documents across them.
+"""
+from __future__ import annotations
+
+import re
+
+# Characters datatrove treats as punctuation (datatrove.utils.text.PUNCTUATION): a token made
+# only of these is a "symbol" and does not count as a word for length statistics.
+PUNCTUATION = "!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»" + "".join(
+    map(chr, (x for a, b in ((0, 9), (11, 13), (13, 32), (127, 160)) for x in range(a, b)))
+)
+
+_CLITIC = r"['’](?:s|re|ve|ll|d|m)\b"
+_TOKEN_RE = re.compile(
+    r"https?://[^\s<>\"'`]*[\w/]"
+    r"|\d+(?:[.,:/]\d+)+"
+    rf"|{_CLITIC}"
+    rf"|\w+(?:(?!{_CLITIC})['’]\w+)*"
+    r"|\.{2,}|[^\w\s]",
+    re.IGNORECASE,
+)
+# Splitting "n't" off inside the token regex needs a look-ahead at every word (a third
+# slower); inserting a space before it first gives the same tokens, as spaces never count.
+_NEGATION_RE = re.compile(r"\Bn['’]t\b", re.IGNORECASE)
+_PARAGRAPH_RE = re.compile(r"\n{2,}")
+_LINE_RUN_RE = re.compile(r"\n+")
+# A sentence ends at ., ! or ? (optionally followed by closing quotes/brackets) before
+# whitespace and an opening capital, digit or quote. This stands in for NLTK's punkt, which
+# datatrove's C4 filter uses to count sentences; the look-behind keeps common abbreviations
+# ("Mr. Smith", "e.g. The") and initials ("J. Smith") from ending a sentence.
+_SENTENCE_END_RE = re.compile(
+    # The leading look-ahead fails fast on the (most) positions that are not . ! or ?,
+    # before the chain of look-behinds is tried.
+    r"(?=[.!?])(?<!\b[A-Z])(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bDr)(?<!\bSt)(?<!\bvs)(?<!\bNo)(?<!\be\.g)(?<!\bi\.e)"
+    r"(?<!\bJr)(?<!\bSr)(?<!\bInc)(?<!\bLtd)(?<!\bCo)(?<!\bProf)(?<!\betc)"
+    r"[.!?]+[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])"
+)
+
+
+def words(text: str) -> list[str]:
+    """Word and punctuation tokens, approximating spaCy's English tokenizer (see module doc)."""
+    if "'" in text or "’" in text:
+        text = _NEGATION_RE.sub(r" \g<0>", text)
+    return _TOKEN_RE.findall(text)
+
+
+def is_symbol(token: str) -> bool:
+    """True when every character is punctuation (datatrove: not a "non-symbol word")."""
+    return not token.strip(PUNCTUATION)
+
+
+def paragraphs(text: str) -> list[str]:
+    """Paragraphs as datatrove's Gopher repetition filter splits them (on 2+ newlines)."""
+    return _PARAGRAPH_RE.split(text.strip())
+
+
+def line_runs(text: str) -> list[str]:
+    """Lines as Gopher repetition splits them: on runs of newlines, so inner blank lines vanish."""
+    return _LINE_RUN_RE.split(text)
+
+
+def count_sentences(line: str) -> int:
+    """Sentences in one line of text; 0 for a blank line."""
+    if not line.strip():
+        return 0
+    return len(_SENTENCE_END_RE.findall(line.strip())) + 1
+
+
+def find_duplicates(items: list[str]) -> tuple[int, int]:
+    """(number of repeated items, characters in them): every occurrence after the first counts.
+
+    datatrove's `find_duplicates`, used for the line and paragraph repetition ratios.
+    """
+    seen: set[str] = set()
+    dup_items = dup_chars = 0
+    for item in items:
+        if item in seen:
+            dup_items += 1
+            dup_chars += len(item)
+        else:
+            seen.add(item)
+    return dup_items, dup_chars

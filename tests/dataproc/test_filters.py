@@ -1,0 +1,533 @@
+"""Document filters: verdicts and scores on hand-built texts, thresholds at their edges,
+options validation. Expected numbers are worked out by hand in the comments."""
+from __future__ import annotations
+
+import gzip
+import math
+import random
+
+import pytest
+from pydantic import ValidationError
+
+from dataproc.filters.c4 import C4Filter, C4Options
+from dataproc.filters.fineweb import FineWebFilter, FineWebOptions
+from dataproc.filters.gopher import (
+    GopherQualityFilter,
+    GopherQualityOptions,
+    GopherRepetitionFilter,
+    GopherRepetitionOptions,
+)
+from dataproc.filters.language import LanguageFilter, LanguageOptions
+from dataproc.filters.pii import PiiOptions, PiiRedactor
+from dataproc.filters.text_utils import count_sentences, find_duplicates, words
+from dataproc.filters.url import UrlFilter, UrlFilterOptions, parse_blocklist
+
+
+def approx(expected: dict[str, float]) -> dict:
+    return {k: pytest.approx(v, rel=1e-12, nan_ok=True) for k, v in expected.items()}
+
+
+# ------------------------------------------------------------------------------ text_utils
+
+
+def test_words_split_punctuation_and_clitics_like_spacy():
+    assert words("I don't know, it's O'Brien's car... See https://ex.com/a?b=1. Costs 1,000.50 at 10:30") == [
+        "I", "do", "n't", "know", ",", "it", "'s", "O'Brien", "'s", "car", "...",
+        "See", "https://ex.com/a?b=1", ".", "Costs", "1,000.50", "at", "10:30",
+    ]  # fmt: skip
+    assert words("well-known #tag") == ["well", "-", "known", "#", "tag"]
+    assert words("") == []
+
+
+def test_count_sentences_skips_abbreviations_and_initials():
+    assert count_sentences("Mr. Smith went to Washington. He saw e.g. The Capitol! Did he? J. R. Tolkien did.") == 4
+    assert count_sentences("One sentence only") == 1
+    assert count_sentences("   ") == 0
+
+
+def test_find_duplicates_counts_every_repeat_after_the_first():
+    assert find_duplicates(["ab", "c", "ab", "ab", "c"]) == (3, 2 + 2 + 1)
+
+
+# -------------------------------------------------------------------------- gopher quality
+
+QUALITY = GopherQualityFilter()
+
+
+def test_gopher_quality_all_scores_by_hand():
+    # 4 lines "- the data of the data #": tokens - the data of the data #  -> 5 words, 2 symbols
+    # 6 lines "the data with the data...": tokens the data with the data ... -> 5 words, 1 symbol
+    text = "\n".join(["- the data of the data #"] * 4 + ["the data with the data..."] * 6)
+    reason, scores = QUALITY.check(text)
+    assert scores == approx(
+        {
+            "gopher_word_count": 50,  # 4*5 + 6*5
+            "gopher_mean_word_length": (4 * (3 + 4 + 2 + 3 + 4) + 6 * (3 + 4 + 4 + 3 + 4)) / 50,  # 3.44
+            "gopher_hash_ratio": 4 / 64,  # 64 tokens = 50 words + 8 + 6 symbols
+            "gopher_ellipsis_ratio": 6 / 64,
+            "gopher_bullet_lines_ratio": 4 / 10,
+            "gopher_ellipsis_lines_ratio": 6 / 10,
+            "gopher_alpha_words_ratio": 50 / 64,
+            "gopher_stop_words": 4 * 3 + 6 * 3,  # the, of, the / the, with, the
+        }
+    )
+    assert reason == "too_many_ellipsis_lines"  # 0.6 > 0.3; every earlier rule passes
+    assert list(scores) == list(GopherQualityFilter.score_columns)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "reason"),
+    [
+        (["the", "data"] * 25, None),  # 50 words: the minimum
+        (["the", "data"] * 24 + ["data"], "too_few_words"),  # 49
+        (["the", "cat"] * 25, None),  # mean length exactly 3.0
+        (["the"] * 48 + ["to", "of"], "short_mean_word_length"),  # (144 + 4) / 50 = 2.96
+        (["the", "abcdefghijklmnopq"] * 25, None),  # (3 + 17) / 2 = 10.0 exactly
+        (["the", "abcdefghijklmnopqr"] * 25, "long_mean_word_length"),  # 10.5
+        (["the", "data"] * 27 + ["#"] * 6, None),  # 6 / 60 tokens = 0.1, not above
+        (["the", "data"] * 27 + ["#"] * 7, "too_many_hashes"),  # 7 / 61
+        (["..."] * 6 + ["the", "data"] * 27, None),  # not at the end: no ellipsis line
+        (["..."] * 7 + ["the", "data"] * 27, "too_many_ellipses"),
+        (["the", "data"] * 20 + ["123"] * 10, None),  # 40 / 50 tokens with a letter = 0.8
+        (["the", "data"] * 20 + ["123"] * 11, "too_few_alpha_words"),  # 40 / 51
+        (["data"] * 48 + ["the", "of"], None),  # 2 stop words
+        (["data"] * 49 + ["the"], "too_few_stop_words"),
+        (["data"] * 48 + ["The", "Of"], "too_few_stop_words"),  # case-sensitive, as datatrove
+    ],
+)
+def test_gopher_quality_thresholds(tokens, reason):
+    assert QUALITY.check(" ".join(tokens))[0] == reason
+
+
+@pytest.mark.parametrize(("n_bullets", "reason"), [(9, None), (10, "too_many_bullet_lines")])
+def test_gopher_quality_bullet_lines(n_bullets, reason):
+    lines = ["- the data the data the data"] * n_bullets + ["the data the data the data"] * (10 - n_bullets)
+    reason_, scores = QUALITY.check("\n".join(lines))
+    assert reason_ == reason
+    assert scores["gopher_bullet_lines_ratio"] == n_bullets / 10
+
+
+@pytest.mark.parametrize(("n_ellipsis", "reason"), [(3, None), (4, "too_many_ellipsis_lines")])
+def test_gopher_quality_ellipsis_lines(n_ellipsis, reason):
+    lines = ["the data the data the data..."] * n_ellipsis + ["the data the data the data."] * (10 - n_ellipsis)
+    assert QUALITY.check("\n".join(lines))[0] == reason
+
+
+def test_gopher_quality_max_words_and_disabled_rules():
+    strict = GopherQualityFilter(GopherQualityOptions(max_doc_words=60))
+    assert strict.check(" ".join(["the", "data"] * 30))[0] is None
+    assert strict.check(" ".join(["the", "data"] * 30 + ["x"]))[0] == "too_many_words"
+    lax = GopherQualityFilter(GopherQualityOptions(min_doc_words=None, min_stop_words=None))
+    assert lax.check("data data")[0] is None
+
+
+def test_gopher_quality_empty_text():
+    reason, scores = QUALITY.check("")
+    assert reason == "too_few_words"
+    assert scores["gopher_word_count"] == 0
+    assert math.isnan(scores["gopher_mean_word_length"])
+
+
+def test_gopher_quality_options_validation():
+    with pytest.raises(ValidationError) as err:
+        GopherQualityOptions(min_doc_words=-1)
+    assert err.value.errors()[0]["loc"] == ("min_doc_words",)
+    with pytest.raises(ValidationError, match="extra_forbidden|Extra inputs"):
+        GopherQualityOptions(min_words=5)
+    with pytest.raises(ValidationError, match=r"min_doc_words \(200\) must be <= max_doc_words \(100\)"):
+        GopherQualityOptions(min_doc_words=200, max_doc_words=100)
+    with pytest.raises(ValidationError) as err:
+        GopherQualityOptions(max_bullet_lines_ratio=1.5)
+    assert err.value.errors()[0]["loc"] == ("max_bullet_lines_ratio",)
+
+
+# ----------------------------------------------------------------------- gopher repetition
+
+NO_NGRAMS = {"top_ngram_max_frac": {}, "dup_ngram_max_frac": {}}
+
+
+def test_gopher_repetition_paragraphs():
+    text = "a b\n\na b\n\nc d"  # 13 chars; paragraphs [a b, a b, c d]
+    reason, scores = GopherRepetitionFilter().check(text)
+    assert reason == "dup_para_frac"
+    assert scores["gopher_dup_para_frac"] == 1 / 3
+    assert scores["gopher_dup_para_char_frac"] == 3 / 13
+    assert math.isnan(scores["gopher_dup_line_frac"])  # not reached
+    reason, _ = GopherRepetitionFilter(GopherRepetitionOptions(max_dup_para_frac=None)).check(text)
+    assert reason == "dup_para_char_frac"  # 3/13 = 0.23 > 0.2
+
+
+@pytest.mark.parametrize(
+    ("n_unique", "n_dups", "reason"),
+    [(6, 3, None), (8, 4, "dup_para_frac")],  # 3 of 10 = 0.3 is kept; 4 of 13 = 0.31 is not
+)
+def test_gopher_repetition_paragraph_fraction_boundary(n_unique, n_dups, reason):
+    paras = [f"paragraph number {i} is unique" for i in range(n_unique)] + ["x"] + ["x"] * n_dups
+    options = GopherRepetitionOptions(max_dup_line_frac=None, **NO_NGRAMS)
+    reason_, scores = GopherRepetitionFilter(options).check("\n\n".join(paras))
+    assert scores["gopher_dup_para_frac"] == n_dups / len(paras)
+    assert reason_ == reason
+
+
+def test_gopher_repetition_lines():
+    text = "x\nx\ny"  # one paragraph; lines [x, x, y]; 5 chars
+    reason, scores = GopherRepetitionFilter().check(text)
+    assert reason == "dup_line_frac"
+    assert scores["gopher_dup_para_frac"] == 0
+    assert scores["gopher_dup_line_frac"] == 1 / 3
+    assert scores["gopher_dup_line_char_frac"] == 1 / 5
+
+
+def test_gopher_repetition_top_ngram():
+    text = "ab cd ab cd ab cd ef gh"  # 23 chars; "ab cd" (5 chars) 3 times
+    reason, scores = GopherRepetitionFilter().check(text)
+    assert reason == "top_2_gram"
+    assert scores["gopher_top_2_gram_frac"] == 15 / 23
+
+
+def test_gopher_repetition_top_ngram_ties_go_to_the_first_seen():
+    # Every bigram occurs once; Counter.most_common picks the first, "x y" (3 chars), not "zzz www".
+    options = GopherRepetitionOptions(top_ngram_max_frac={2: 1.0}, dup_ngram_max_frac={})
+    _, scores = GopherRepetitionFilter(options).check("x y zzz www")
+    assert scores["gopher_top_2_gram_frac"] == 3 / 11
+
+
+def test_gopher_repetition_duplicated_ngrams_count_overlaps_once():
+    # [a b c d e] x 3: 5-grams at 0..4 are new; at 5 "abcde" repeats (+5 chars, jump to 10);
+    # at 10 it repeats again (+5). 10 chars of 29; counting every repeated position would give 30.
+    text = "a b c d e a b c d e a b c d e"
+    options = GopherRepetitionOptions(max_dup_line_frac=None, top_ngram_max_frac={})
+    reason, scores = GopherRepetitionFilter(options).check(text)
+    assert reason == "duplicated_5_gram"
+    assert scores["gopher_dup_5_gram_frac"] == 10 / 29
+    assert math.isnan(scores["gopher_dup_6_gram_frac"])
+
+
+@pytest.mark.parametrize(("extra_char", "reason"), [(True, None), (False, "duplicated_5_gram")])
+def test_gopher_repetition_duplicated_ngram_boundary(extra_char, reason):
+    # "aaa bbb ccc ddd eee" twice: 15 repeated chars. Middle: 14 three-char words and one
+    # four-char word = 46 chars + 14 spaces = 60, so len = 19 + 1 + 60 + 1 + 19 = 100 -> 0.15.
+    middle = [f"w{i:02d}" for i in range(14)] + ["wxyz" if extra_char else "wxy"]
+    text = " ".join(["aaa bbb ccc ddd eee", *middle, "aaa bbb ccc ddd eee"])
+    reason_, scores = GopherRepetitionFilter(GopherRepetitionOptions(top_ngram_max_frac={})).check(text)
+    assert scores["gopher_dup_5_gram_frac"] == 15 / len(text)
+    assert len(text) == (100 if extra_char else 99)
+    assert reason_ == reason
+
+
+def _datatrove_find_all_duplicate(tokens: list[str], n: int) -> int:
+    # datatrove's gopher_repetition_filter.find_all_duplicate, verbatim in logic.
+    unique, repeated, idx = set(), 0, 0
+    while idx < len(tokens) - n + 1:
+        gram = tuple(tokens[idx : idx + n])
+        if gram in unique:
+            repeated += sum(map(len, gram))
+            idx += n
+        else:
+            unique.add(gram)
+            idx += 1
+    return repeated
+
+
+def test_gopher_repetition_matches_datatrove_scan_on_random_texts():
+    rng = random.Random(0)
+    options = GopherRepetitionOptions(
+        max_dup_line_frac=None, max_dup_para_frac=None, max_dup_line_char_frac=None,
+        max_dup_para_char_frac=None, top_ngram_max_frac={},
+        dup_ngram_max_frac={n: 1.0 for n in range(5, 11)},
+    )  # fmt: skip
+    filt = GopherRepetitionFilter(options)
+    for _ in range(200):
+        tokens = [rng.choice(["a", "bb", "ccc", "the", "of"]) for _ in range(rng.randint(0, 60))]
+        text = " ".join(tokens) or "-"
+        _, scores = filt.check(text)
+        for n in range(5, 11):
+            assert scores[f"gopher_dup_{n}_gram_frac"] == _datatrove_find_all_duplicate(words(text), n) / len(text)
+
+
+def test_gopher_repetition_clean_text_passes_and_custom_columns():
+    text = (
+        "The committee met on Tuesday to review the budget. Members raised concerns about rising costs.\n\n"
+        "After a long discussion, they agreed to postpone the vote until next month."
+    )
+    reason, scores = GopherRepetitionFilter().check(text)
+    assert reason is None
+    assert not any(math.isnan(v) for v in scores.values())
+    assert list(scores) == list(GopherRepetitionFilter.score_columns)
+    custom = GopherRepetitionFilter(GopherRepetitionOptions(top_ngram_max_frac={3: 0.5}, dup_ngram_max_frac={}))
+    assert custom.score_columns[-1] == "gopher_top_3_gram_frac"
+    assert GopherRepetitionFilter().check("")[0] is None
+
+
+def test_gopher_repetition_options_validation():
+    with pytest.raises(ValidationError, match="fraction for n=5 must be in"):
+        GopherRepetitionOptions(dup_ngram_max_frac={5: 1.5})
+    with pytest.raises(ValidationError) as err:
+        GopherRepetitionOptions(max_dup_line_frac=-0.1)
+    assert err.value.errors()[0]["loc"] == ("max_dup_line_frac",)
+    with pytest.raises(ValidationError):
+        GopherRepetitionOptions(dup_line_frac=0.3)  # datatrove's name: not ours
+
+
+# ---------------------------------------------------------------------------------- fineweb
+
+
+def _long_lines(n: int, n_punct: int) -> list[str]:
+    # 8 tokens and > 30 chars each ("line number 07 has several distinct words here").
+    return [f"line number {i:02d} has several distinct words here" + ("." if i < n_punct else "") for i in range(n)]
+
+
+@pytest.mark.parametrize(("n_punct", "reason"), [(3, "line_punct_ratio"), (4, None)])
+def test_fineweb_line_punctuation(n_punct, reason):
+    reason_, scores = FineWebFilter().check("\n".join(_long_lines(25, n_punct)))
+    assert reason_ == reason  # 3/25 = 0.12 is dropped (<=), 4/25 kept
+    assert scores["fineweb_line_punct_ratio"] == n_punct / 25
+    if reason is None:
+        assert scores == approx(
+            {
+                "fineweb_line_punct_ratio": 4 / 25,
+                "fineweb_short_line_ratio": 0.0,
+                "fineweb_char_dup_ratio": 0.0,
+                "fineweb_newline_ratio": 24 / (25 * 8 + 4),  # the 4 "." are tokens too
+            }
+        )
+
+
+@pytest.mark.parametrize(("n_short", "reason"), [(66, None), (67, "short_line_ratio")])
+def test_fineweb_short_lines(n_short, reason):
+    short = [f"Short line {i:03d}." for i in range(n_short)]  # 15 chars
+    long = [f"This is a longer line number {i:03d} of the text." for i in range(100 - n_short)]
+    reason_, scores = FineWebFilter(FineWebOptions(new_line_ratio=None)).check("\n".join(short + long))
+    assert scores["fineweb_short_line_ratio"] == n_short / 100
+    assert reason_ == reason
+
+
+@pytest.mark.parametrize(("dup_len", "reason"), [(9, None), (10, "char_dup_ratio")])
+def test_fineweb_duplicated_line_chars(dup_len, reason):
+    dup = "d" * (dup_len - 1) + "."
+    lines = [f"{i}" * 98 + "." for i in range(1, 10)] + [dup, dup]
+    total = 9 * 99 + 2 * dup_len  # newlines excluded: 9/909 = 0.0099 kept, 10/911 = 0.011 dropped
+    reason_, scores = FineWebFilter(FineWebOptions(new_line_ratio=None)).check("\n".join(lines))
+    assert scores["fineweb_char_dup_ratio"] == dup_len / total
+    assert reason_ == reason
+
+
+@pytest.mark.parametrize(("n_lines", "reason"), [(10, None), (11, "list_ratio")])
+def test_fineweb_newline_ratio(n_lines, reason):
+    text = "\n".join(f"Item{i} x." for i in range(n_lines))  # 3 tokens a line
+    reason_, scores = FineWebFilter(FineWebOptions(short_line_thr=None)).check(text)
+    assert scores["fineweb_newline_ratio"] == (n_lines - 1) / (3 * n_lines)  # 0.3 / 0.303
+    assert reason_ == reason
+
+
+def test_fineweb_options_validation():
+    with pytest.raises(ValidationError) as err:
+        FineWebOptions(line_punct_thr=1.5)
+    assert err.value.errors()[0]["loc"] == ("line_punct_thr",)
+    with pytest.raises(ValidationError):
+        FineWebOptions(short_line_length=-1)
+
+
+# --------------------------------------------------------------------------------------- c4
+
+C4_TEXT = "\n".join(
+    [
+        "This is a proper sentence. And another one here.",  # kept, 2 sentences
+        "no terminal punctuation here",  # dropped
+        "Too short.",  # dropped: 2 words
+        "Please enable JavaScript to view this page.",  # dropped
+        "Read our Privacy Policy before you continue.",  # dropped
+        "Wikipedia says this is true.[1]",  # citation removed, kept, 1 sentence
+        "Third line is fine. It has two sentences!",  # kept, 2 sentences
+        "Wait for it...",  # dropped: ellipsis
+    ]
+)
+
+
+def test_c4_keeps_and_rewrites_lines():
+    new_text, reason, scores = C4Filter().apply(C4_TEXT)
+    assert reason is None
+    assert new_text == (
+        "This is a proper sentence. And another one here.\n"
+        "Wikipedia says this is true.\n"
+        "Third line is fine. It has two sentences!"
+    )
+    assert scores == {"c4_lines_kept_frac": 3 / 8, "c4_sentences": 5.0}
+    assert C4Filter().check(C4_TEXT) == (None, scores)
+
+
+def test_c4_too_few_sentences_at_the_boundary():
+    text = C4_TEXT.replace("It has two sentences!", "it has one sentence!")  # 4 sentences now
+    new_text, reason, scores = C4Filter().apply(text)
+    assert (new_text, reason, scores["c4_sentences"]) == (None, "too_few_sentences", 4.0)
+    assert C4Filter(C4Options(min_num_sentences=4)).apply(text)[1] is None
+
+
+def test_c4_page_rules():
+    assert C4Filter().apply(C4_TEXT + "\nLorem ipsum dolor sit amet.")[1] == "lorem_ipsum"
+    assert C4Filter().apply(C4_TEXT + "\nThe function returns {x} for all inputs.")[1] == "curly_bracket"
+    # A "{" on a line the line rules already removed does not condemn the page.
+    assert C4Filter().apply(C4_TEXT + "\nvar x = {a: 1}")[1] is None
+    _, reason, scores = C4Filter().apply("Lorem ipsum dolor sit amet.")
+    assert reason == "lorem_ipsum" and math.isnan(scores["c4_sentences"])
+
+
+def test_c4_switches():
+    lenient = C4Filter(C4Options(filter_javascript=False, filter_policy=False, min_num_sentences=0))
+    new_text, reason, scores = lenient.apply(C4_TEXT)
+    assert reason is None
+    assert "JavaScript" in new_text and "Privacy Policy" in new_text
+    assert scores["c4_sentences"] == 7.0
+    no_punct = C4Filter(C4Options(filter_no_terminal_punct=False, min_words_per_line=0, min_num_sentences=0))
+    assert "no terminal punctuation here" in no_punct.apply(C4_TEXT)[0]
+    long_word = "x" * 1001
+    assert long_word not in C4Filter(C4Options(min_num_sentences=0)).apply(f"A {long_word} b c.")[0]
+    with pytest.raises(ValidationError) as err:
+        C4Options(min_num_sentences=-1)
+    assert err.value.errors()[0]["loc"] == ("min_num_sentences",)
+
+
+# -------------------------------------------------------------------------------------- pii
+
+PII = PiiRedactor()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        ("Write to John.Doe@Example.com today", "Write to <EMAIL> today", (1, 0, 0)),
+        ("a@b.co and x_y+z@mail.example.org.", "<EMAIL> and <EMAIL>.", (2, 0, 0)),
+        ("Server at 8.8.8.8, backup 1.1.1.1:53", "Server at <IP_ADDRESS>, backup <IP_ADDRESS>:53", (0, 2, 0)),
+        ("v6 2606:4700:4700::1111 here", "v6 <IP_ADDRESS> here", (0, 1, 0)),
+        ("Call +44 20 7946 0958 now", "Call <PHONE_NUMBER> now", (0, 0, 1)),
+        ("Ring +1 (555) 234-5678.", "Ring <PHONE_NUMBER>.", (0, 0, 1)),
+        ("Tel +33 1 23 45 67 89 or +4930123456", "Tel <PHONE_NUMBER> or <PHONE_NUMBER>", (0, 0, 2)),
+        ("(212) 555-0123, 212-555-0123, 212.555.0123", "<PHONE_NUMBER>, <PHONE_NUMBER>, <PHONE_NUMBER>", (0, 0, 3)),
+        ("Toll free 1-800-555-0199.", "Toll free <PHONE_NUMBER>.", (0, 0, 1)),
+    ],
+)
+def test_pii_redacts(text, expected, counts):
+    new_text, scores = PII.transform(text)
+    assert new_text == expected
+    assert (scores["pii_emails"], scores["pii_ips"], scores["pii_phones"]) == counts
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "In 2023-2024 we sold 1234567890 items for $1,234.56 on 2024-01-15 at 10:30:45.",
+        "ISBN 978-3-16-148410-0 and ISBN 0-306-40615-2, SSN-like 123-45-6789.",
+        "Version 1.2.3.4.5, build 10.0.19041.1, Chrome 120.0.6099.109.",
+        "Private hosts 192.168.1.1, 10.0.0.1, 127.0.0.1 and doc range 203.0.113.5.",
+        "IPv6 ::1, fe80::1, 2001:db8::1; C++ std::vector and a::b::c; MAC 00:1a:2b:3c:4d:5e.",
+        "Retina logo@2x.png, npm package@1.2.3, user@localhost.",
+        "Scores +10 20 30 and +12345678 views; population 8 000 000.",
+        "Exchange 555-123-4567 (starts with 1) and mixed 555-234 5678.",
+    ],
+)
+def test_pii_leaves_non_pii_alone(text):
+    assert PII.transform(text) == (text, {"pii_emails": 0.0, "pii_ips": 0.0, "pii_phones": 0.0})
+
+
+def test_pii_options():
+    text = "mail a@b.com from 192.168.0.1 or 8.8.8.8, call 212-555-0123"
+    all_ips = PiiRedactor(PiiOptions(public_ips_only=False, ip_placeholder="[IP]"))
+    assert all_ips.transform(text)[0] == "mail <EMAIL> from [IP] or [IP], call <PHONE_NUMBER>"
+    off = PiiRedactor(PiiOptions(emails=False, ip_addresses=False, phone_numbers=False))
+    assert off.transform(text) == (text, {"pii_emails": 0.0, "pii_ips": 0.0, "pii_phones": 0.0})
+    with pytest.raises(ValidationError):
+        PiiOptions(email=False)
+
+
+# --------------------------------------------------------------------------------- language
+
+
+@pytest.fixture(scope="module")
+def language_filter() -> LanguageFilter:
+    return LanguageFilter()
+
+
+LANGUAGE_SAMPLES = {
+    "en": "The quick brown fox jumps over the lazy dog.\nThis paragraph is written in plain English.",
+    "de": "Der schnelle braune Fuchs springt über den faulen Hund.\nDieser Absatz ist auf Deutsch.",
+    "fr": "Le renard brun rapide saute par-dessus le chien paresseux. Ce paragraphe est en français.",
+    "zh": "敏捷的棕色狐狸跳过了懒狗。这一段是用中文写的。",
+}
+
+
+def test_language_detects_samples(language_filter):
+    detected = language_filter.detect_batch(list(LANGUAGE_SAMPLES.values()))
+    assert [lang for lang, _ in detected] == list(LANGUAGE_SAMPLES)
+    for (_, score), text in zip(detected, LANGUAGE_SAMPLES.values()):
+        assert 0.65 <= score <= 1.0
+        assert language_filter.detect(text)[1] == score
+
+
+def test_language_verdicts(language_filter):
+    reason, scores = language_filter.check(LANGUAGE_SAMPLES["en"])
+    assert reason is None and list(scores) == ["lang_score"] and 0.65 <= scores["lang_score"] <= 1.0
+    assert language_filter.check(LANGUAGE_SAMPLES["de"])[0] == "not_allowed"
+    assert language_filter.verdict("en", 0.64) == "low_score"
+    assert language_filter.verdict("en", 0.65) is None
+    assert language_filter.check("")[0] == "low_score"
+    assert language_filter.check("   \n ")[1] == {"lang_score": 0.0}
+    results = language_filter.check_batch([LANGUAGE_SAMPLES["en"], LANGUAGE_SAMPLES["zh"]])
+    assert [r for r, _ in results] == [None, "not_allowed"]
+
+
+def test_language_any_language_and_validation():
+    anything = LanguageFilter(LanguageOptions(languages=[], min_score=0.5))
+    assert anything.check(LANGUAGE_SAMPLES["de"])[0] is None
+    assert anything.verdict("de", 0.4) == "low_score"
+    with pytest.raises(ValueError, match=r"lid.176 has no language \['xx'\]"):
+        LanguageFilter(LanguageOptions(languages=["en", "xx"]))
+    with pytest.raises(ValidationError) as err:
+        LanguageOptions(min_score=1.5)
+    assert err.value.errors()[0]["loc"] == ("min_score",)
+
+
+# -------------------------------------------------------------------------------------- url
+
+
+def test_url_default_blocklist_covers_subdomains():
+    f = UrlFilter()
+    assert f.check_url("https://www.pornhub.com/view?x=1") == ("blocked_domain", {})
+    assert f.check_url("http://a.b.xvideos.com:8080/") == ("blocked_domain", {})
+    assert f.check("https://PornHub.com/") == ("blocked_domain", {})
+    domains_only = UrlFilter(UrlFilterOptions(banned_substrings=[]))
+    assert domains_only.check_url("https://notpornhub.com/") == (None, {})  # a suffix, not a label match
+    assert domains_only.check_url("https://pornhub.com.example.org/") == (None, {})
+    assert f.check_url("https://en.wikipedia.org/wiki/Sussex") == (None, {})
+    assert f.check_url("") == (None, {}) and f.check_url(None) == (None, {})
+
+
+def test_url_banned_substrings_are_matched_on_the_normalised_url():
+    f = UrlFilter()
+    assert f.check_url("https://example.com/free-p-o-r-n/") == ("banned_substring", {})
+    assert f.check_url("https://example.com/XXX/videos") == ("banned_substring", {})
+    assert UrlFilter(UrlFilterOptions(banned_substrings=[])).check_url("https://example.com/xxx") == (None, {})
+
+
+def test_url_user_blocklists(tmp_path):
+    plain = tmp_path / "domains"
+    plain.write_text("# my list\nexample.com\n\n*.bad.org  # wildcard form\nhttp://evil.net/path\n")
+    packed = tmp_path / "more.gz"
+    with gzip.open(packed, "wt") as f:
+        f.write("packed.io\n")
+    f = UrlFilter(UrlFilterOptions(use_default_blocklist=False, blocklist_paths=[str(plain), str(packed)]))
+    assert f.blocked == {"example.com", "bad.org", "evil.net", "packed.io"}
+    assert f.check_url("https://deep.sub.example.com/x")[0] == "blocked_domain"
+    assert f.check_url("https://bad.org/")[0] == "blocked_domain"
+    assert f.check_url("https://cdn.packed.io/")[0] == "blocked_domain"
+    assert f.check_url("https://example.co/")[0] is None
+    assert f.check_url("https://xhamster.com/")[0] is None  # default list switched off
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        UrlFilter(UrlFilterOptions(blocklist_paths=[str(tmp_path / "missing")]))
+
+
+def test_url_options_validation():
+    assert parse_blocklist(["  # only a comment", ""]) == set()
+    with pytest.raises(ValidationError, match="can never match"):
+        UrlFilterOptions(banned_substrings=["--"])
+    with pytest.raises(ValidationError):
+        UrlFilterOptions(blocklist="x")
