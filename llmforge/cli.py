@@ -68,19 +68,31 @@ def cmd_demo(args) -> int:
     """Generate sample WARCs with planted ground truth and run the data job on them."""
     from dataproc.config import DataJobConfig
     from dataproc.pipeline import run_data_job
-    from dataproc.samples import write_sample_warc
+    from dataproc.samples import GroundTruth, write_sample_warc
     from llmforge.common.config import load_config
 
     work = Path(args.workdir).resolve()
     warcs = work / "warc"
     warcs.mkdir(parents=True, exist_ok=True)
+    blocked: set[str] = set()
     for i in range(args.files):
         path = warcs / f"sample-{i:02d}.warc.gz"
-        if not path.exists():
-            write_sample_warc(path, n_docs=args.docs, seed=i).to_json(warcs / f"sample-{i:02d}.truth.json")
+        truth_path = warcs / f"sample-{i:02d}.truth.json"
+        if not truth_path.exists():
+            write_sample_warc(path, n_docs=args.docs, seed=i).to_json(truth_path)
+        blocked.update(GroundTruth.from_json(truth_path).blocked_domains)
+    # The planted spam domain is not on any public list: block it the way a user adds a list.
+    blocklist = work / "blocklist.txt"
+    blocklist.write_text("".join(f"{d}\n" for d in sorted(blocked)))
     config = Path(args.config)
     cfg = load_config(
-        DataJobConfig, config, {"input.paths": [str(warcs)], "output.path": str(work / "documents")}
+        DataJobConfig,
+        config,
+        {
+            "input.paths": [str(warcs)],
+            "output.path": str(work / "output"),
+            "stages.url_filter.blocklist_paths": [str(blocklist)],
+        },
     )
     print(f"demo: {args.files} sample WARC files in {warcs}, config {config}")
     run_data_job(cfg)
