@@ -62,12 +62,20 @@ class ExecutionConfig(StrictModel):
 
     address: str | None = Field(default=None, description="Ray address; default RAY_ADDRESS or embedded")
     num_cpus: int | None = Field(default=None, gt=0, description="CPUs of an embedded Ray")
-    docs_per_block: int = Field(default=200, gt=0, description="documents per block read from a WARC")
-    workers: int | None = Field(default=None, gt=0, description="max document-stage actors (default: CPUs)")
-    # One actor per core keeps every core busy; asking 0.75 CPU each leaves the logical room
-    # that read and write tasks (light, mostly I/O) need to be scheduled beside them.
-    stage_cpus: float = Field(default=0.75, gt=0, description="CPUs reserved per document-stage actor")
-    read_cpus: float = Field(default=0.25, gt=0, description="CPUs reserved per WARC read / write task")
+    dashboard: bool = Field(default=True, description="start the dashboard with an embedded Ray (:8265)")
+    docs_per_block: int = Field(default=200, gt=0, description="documents a read task hands over at a time")
+    # Ray Data merges what a read task yields into blocks of up to this size; one block is
+    # one unit of work for a stage actor, so small blocks spread a big WARC over many cores.
+    block_mb: float = Field(default=8.0, gt=0, description="target size of a block (MiB)")
+    stage_actors: int | None = Field(
+        default=None,
+        gt=0,
+        description="null: each input file is one task (read -> stages -> write fused, no data "
+        "moves between processes); N: stages run on a pool of up to N actors fed by all reads, "
+        "which spreads a few large files over many cores",
+    )
+    # Pool actors ask 0.75 CPU so that light read/write tasks still fit beside one actor per core.
+    stage_cpus: float = Field(default=0.75, gt=0, description="CPUs reserved per stage actor")
 
 
 class StagesConfig(StrictModel):

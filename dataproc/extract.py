@@ -17,6 +17,7 @@ Steps:
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from pydantic import Field
 from selectolax.lexbor import LexborHTMLParser, LexborNode
@@ -230,8 +231,11 @@ def _drop_boilerplate(body: LexborNode, max_share: float) -> None:
             _drop_with_heading(node)
 
 
+@lru_cache(maxsize=1 << 16)
 def _is_boilerplate_name(cls: str | None, ident: str | None) -> bool:
-    """Whether class/id name boilerplate, e.g. "post-share-bar" or "jp-relatedposts"."""
+    """Whether class/id name boilerplate, e.g. "post-share-bar" or "jp-relatedposts".
+
+    Memoised: a site's class names repeat on every element and every page of the site."""
     names = f"{cls} {ident}" if cls and ident else cls or ident
     if not names:
         return False

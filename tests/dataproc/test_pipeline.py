@@ -165,6 +165,17 @@ def test_rerun_skips_finished_inputs_and_reports_the_same(sample, sample_run):
     }
 
 
+def test_actor_pool_mode_writes_the_same_documents(sample, sample_run, tmp_path):
+    """Stages on an actor pool fed by all reads (for few, large inputs) change nothing."""
+    warcs, _, blocklist = sample
+    out, fused = sample_run
+    pooled = run_data_job(_config(warcs, tmp_path / "pool", blocklist, stage_actors=2, block_mb=0.1),
+                          log=lambda *_: None)
+    assert sorted((d["id"], d["text"]) for d in _documents(tmp_path / "pool")) == sorted(
+        (d["id"], d["text"]) for d in _documents(out))
+    assert pooled.stats["warc"] == fused.stats["warc"]
+
+
 def test_killed_run_resumes_without_losing_or_repeating_a_document(sample, sample_run, tmp_path):
     """SIGKILL the whole job (driver and its Ray) once one input is done, then rerun it."""
     warcs, _, blocklist = sample
@@ -175,7 +186,7 @@ def test_killed_run_resumes_without_losing_or_repeating_a_document(sample, sampl
         write_sample_warc(src / f"k{i}.warc.gz", n_docs=60, seed=10 + i)
     out = tmp_path / "out"
     cfg_path = tmp_path / "job.yaml"
-    cfg_path.write_text(json.dumps(_config(src, out, blocklist, docs_per_block=10, num_cpus=2).model_dump(mode="json")))
+    cfg_path.write_text(json.dumps(_config(src, out, blocklist, docs_per_block=10, block_mb=0.05, num_cpus=2).model_dump(mode="json")))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "llmforge.cli", "data", "run", "--config", str(cfg_path)],
@@ -198,10 +209,10 @@ def test_killed_run_resumes_without_losing_or_repeating_a_document(sample, sampl
         proc.wait()
     assert not (out / "stats.json").exists()
 
-    resumed = run_data_job(_config(src, out, blocklist, docs_per_block=10), log=lambda *_: None)
+    resumed = run_data_job(_config(src, out, blocklist, docs_per_block=10, block_mb=0.05), log=lambda *_: None)
     assert resumed.skipped and resumed.processed  # some inputs were done, some were redone
     reference_out = tmp_path / "reference"
-    reference = run_data_job(_config(src, reference_out, blocklist, docs_per_block=10), log=lambda *_: None)
+    reference = run_data_job(_config(src, reference_out, blocklist, docs_per_block=10, block_mb=0.05), log=lambda *_: None)
 
     got = sorted((d["id"], d["text"]) for d in _documents(out))
     want = sorted((d["id"], d["text"]) for d in _documents(reference_out))

@@ -1,0 +1,83 @@
+"""`ray job submit --working-dir . -- llmforge data run ...` against a real Ray head on this machine."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from dataproc.samples import write_sample_warc
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A head node (dashboard + job server) in its own process tree, torn down by killing that tree.
+
+    `ray stop` would also kill the test session's own Ray, so it is not used here.
+    """
+    gcs, dashboard = _free_port(), _free_port()
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    address = f"http://127.0.0.1:{dashboard}"
+    # Ray 2.60 enables token auth: the job client must send the token too.
+    client_env = {**env, "RAY_AUTH_MODE": "token"}
+    try:
+        deadline = time.time() + 120
+        while subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=client_env,
+                             capture_output=True).returncode != 0:
+            assert head.poll() is None, "ray start --head exited"
+            assert time.time() < deadline, "the job server did not come up in 120 s"
+            time.sleep(1)
+        yield address, client_env
+    finally:
+        tree = psutil.Process(head.pid).children(recursive=True)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
+        for child in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        head.wait()
+
+
+def test_data_run_as_a_ray_job(ray_head, tmp_path):
+    address, env = ray_head
+    warcs = tmp_path / "warc"
+    warcs.mkdir()
+    write_sample_warc(warcs / "s.warc.gz", n_docs=60, seed=3)
+    out = tmp_path / "out"
+    submit = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
+         "--runtime-env-json", json.dumps({"excludes": [".venv", ".venv-peer", "runs", ".git"]}),
+         "--", "llmforge", "data", "run", "--config", "cluster/jobs/data_demo.yaml",
+         "--input", str(warcs), "--output", str(out)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    log = submit.stdout + submit.stderr
+    assert submit.returncode == 0, log[-3000:]
+    assert "SUCCEEDED" in log
+    assert "documents out:" in log  # the funnel reaches the job log (the dashboard's Jobs page)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["documents_out"] > 0 and stats["inputs"] == 1
