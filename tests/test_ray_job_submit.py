@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -33,12 +34,13 @@ def ray_head(tmp_path):
 
     `ray stop` would also kill the test session's own Ray, so it is not used here.
     """
-    gcs, dashboard = _free_port(), _free_port()
+    gcs, dashboard, metrics = _free_port(), _free_port(), _free_port()
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true"],
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
+         f"--metrics-export-port={metrics}"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     address = f"http://127.0.0.1:{dashboard}"
@@ -51,7 +53,7 @@ def ray_head(tmp_path):
             assert head.poll() is None, "ray start --head exited"
             assert time.time() < deadline, "the job server did not come up in 120 s"
             time.sleep(1)
-        yield address, client_env
+        yield address, client_env, f"http://127.0.0.1:{metrics}/metrics"
     finally:
         tree = psutil.Process(head.pid).children(recursive=True)
         with contextlib.suppress(ProcessLookupError):
@@ -63,7 +65,7 @@ def ray_head(tmp_path):
 
 
 def test_data_run_as_a_ray_job(ray_head, tmp_path):
-    address, env = ray_head
+    address, env, metrics_url = ray_head
     warcs = tmp_path / "warc"
     warcs.mkdir()
     write_sample_warc(warcs / "s.warc.gz", n_docs=60, seed=3)
@@ -77,7 +79,19 @@ def test_data_run_as_a_ray_job(ray_head, tmp_path):
     )
     log = submit.stdout + submit.stderr
     assert submit.returncode == 0, log[-3000:]
-    assert "SUCCEEDED" in log
+    assert "succeeded" in log.lower(), log[-3000:]
     assert "documents out:" in log  # the funnel reaches the job log (the dashboard's Jobs page)
     stats = json.loads((out / "stats.json").read_text())
     assert stats["documents_out"] > 0 and stats["inputs"] == 1
+
+    # llmforge's counters reach the node's Prometheus endpoint (what the dashboard graphs).
+    deadline, text = time.time() + 60, ""
+    while "llmforge_data_documents_kept" not in text and time.time() < deadline:
+        time.sleep(2)
+        with contextlib.suppress(OSError):
+            text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    kept = [line for line in text.splitlines() if line.startswith("ray_llmforge_data_documents_kept")
+            or line.startswith("llmforge_data_documents_kept")]
+    assert kept, "llmforge_data_documents_kept never appeared on the metrics endpoint"
+    assert float(kept[0].rsplit(" ", 1)[1]) == stats["documents_out"]
+    assert "llmforge_data_documents_dropped" in text and 'stage="language"' in text
