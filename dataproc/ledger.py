@@ -25,6 +25,10 @@ from typing import Any, Iterable
 
 from llmforge.common import fs
 
+class OutputConflictError(ValueError):
+    """The output directory was written by a job with different document-deciding options."""
+
+
 PART_RE = re.compile(r"_part-(\d+)-(\d+)\.json$")
 
 
@@ -100,6 +104,23 @@ class Layout:
 
     def done_stats(self, key: str) -> dict[str, Any]:
         return fs.read_json(self.filesystem, fs.join(self.doc_dir(key), "_stats.json"))
+
+    def claim(self, fingerprint: str) -> None:
+        """Tie the output directory to one reader+stages config, so a rerun never mixes outputs.
+
+        Finished inputs are skipped on rerun; with other options they would be stale.
+        """
+        path = fs.join(self.root, "_job.json")
+        if fs.exists(self.filesystem, path):
+            found = fs.read_json(self.filesystem, path)["fingerprint"]
+            if found != fingerprint:
+                raise OutputConflictError(
+                    f"output.path {self.output} holds documents made with other input.warc/stages "
+                    f"options (fingerprint {found}, this config {fingerprint}): use a new output.path "
+                    "or delete the old one"
+                )
+            return
+        fs.write_json_atomic(self.filesystem, path, {"fingerprint": fingerprint})
 
     # -- completion -------------------------------------------------------------------------
     def try_finalize(self, key: str) -> bool:

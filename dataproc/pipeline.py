@@ -7,6 +7,8 @@ wires Ray Data, resumes finished inputs and writes the final `stats.json`.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from typing import Any
 from dataproc.config import DataJobConfig
 from dataproc.ledger import Layout
 from dataproc.sources import resolve_inputs, source_key
+from dataproc.stages import DocumentStages
 from dataproc.stats import build_funnel, format_funnel
 from llmforge.common import fs
 from llmforge.common.ray_session import init_ray
@@ -25,6 +28,12 @@ class RunResult:
     stats: dict[str, Any]
     processed: list[str]
     skipped: list[str]
+
+
+def output_fingerprint(cfg: DataJobConfig) -> str:
+    """What decides the documents: reader and stage options (not paths, not execution knobs)."""
+    decisive = {"warc": cfg.input.warc.model_dump(mode="json"), "stages": cfg.stages.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class IncompleteOutputError(RuntimeError):
@@ -41,7 +50,7 @@ def build_dataset(cfg: DataJobConfig, files: list[str], layout: Layout):
     import ray
 
     from dataproc.sink import DocumentSink
-    from dataproc.stages import DocumentStages, run_stages
+    from dataproc.stages import run_stages
     from dataproc.warc import WarcDatasource
 
     ex = cfg.execution
@@ -77,12 +86,11 @@ def run_data_job(cfg: DataJobConfig, log=print) -> RunResult:
     start = time.perf_counter()
     files = resolve_inputs(cfg.input.paths, cfg.input.crawl, cfg.input.crawl_base, cfg.input.max_files)
     keys = {source_key(f): f for f in files}
-    from dataproc.stages import DocumentStages
-
     # Build every stage once here: a missing blocklist file or an unknown language code
     # fails now, naming its key, instead of inside a Ray actor after start-up.
     DocumentStages(cfg.stages)
     layout = Layout(cfg.output.path)
+    layout.claim(output_fingerprint(cfg))
     todo_keys, done_keys = layout.prepare(list(keys))
     log(f"llmforge data run: {len(files)} input files, {len(done_keys)} already done, {len(todo_keys)} to process")
 

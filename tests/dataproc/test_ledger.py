@@ -64,3 +64,13 @@ def test_finalize_only_when_complete_and_prepare_clears_partial(tmp_path):
     todo, done = layout.prepare(["a", "b", "c", "d"])
     assert todo == ["b", "d"] and done == ["a", "c"]
     assert not (tmp_path / "out/_work/b").exists()  # half-written work is deleted, to be redone
+
+
+def test_output_is_tied_to_one_config(tmp_path):
+    from dataproc.ledger import OutputConflictError
+
+    layout = Layout(str(tmp_path / "out"))
+    layout.claim("aaaa")
+    layout.claim("aaaa")  # the same config may resume
+    with pytest.raises(OutputConflictError, match="use a new output.path"):
+        layout.claim("bbbb")
