@@ -70,13 +70,17 @@ def test_data_run_as_a_ray_job(ray_head, tmp_path):
     warcs.mkdir()
     write_sample_warc(warcs / "s.warc.gz", n_docs=60, seed=3)
     out = tmp_path / "out"
-    submit = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
-         "--runtime-env-json", json.dumps({"excludes": [".venv", ".venv-peer", "runs", ".git"]}),
-         "--", "llmforge", "data", "run", "--config", "cluster/jobs/data_demo.yaml",
-         "--input", str(warcs), "--output", str(out)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
+           "--runtime-env-json", json.dumps({"excludes": [".venv", ".venv-peer", "runs", ".git"]}),
+           "--", "llmforge", "data", "run", "--config", "cluster/jobs/data_demo.yaml",
+           "--input", str(warcs), "--output", str(out)]
+    deadline = time.time() + 120
+    while True:
+        submit = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        # The job server answers before the node's job agent is up ("No available agent").
+        if "No available agent" not in submit.stdout + submit.stderr or time.time() > deadline:
+            break
+        time.sleep(2)
     log = submit.stdout + submit.stderr
     assert submit.returncode == 0, log[-3000:]
     assert "succeeded" in log.lower(), log[-3000:]
