@@ -10,6 +10,7 @@ column over any set of rows gives that stage's time for them.
 """
 from __future__ import annotations
 
+import importlib
 import math
 from functools import lru_cache
 import time
@@ -129,39 +130,29 @@ def _write_scores(cols: Columns, names, idx: list[int], scores: list[dict], n: i
         cols[name] = column
 
 
+# stage name -> (module, class, how the stage runs it); imported lazily so that a disabled
+# stage costs nothing.
+_STAGE_CLASSES = {
+    "url_filter": ("dataproc.filters.url", "UrlFilter", lambda f: _FilterStage("url_filter", f, field="url")),
+    "language": ("dataproc.filters.language", "LanguageFilter", _LanguageStage),
+    "gopher_quality": ("dataproc.filters.gopher", "GopherQualityFilter", lambda f: _FilterStage("gopher_quality", f)),
+    "gopher_repetition": (
+        "dataproc.filters.gopher", "GopherRepetitionFilter", lambda f: _FilterStage("gopher_repetition", f)
+    ),
+    "c4": ("dataproc.filters.c4", "C4Filter", _C4Stage),
+    "fineweb": ("dataproc.filters.fineweb", "FineWebFilter", lambda f: _FilterStage("fineweb", f)),
+    "pii": ("dataproc.filters.pii", "PiiRedactor", lambda f: _TransformStage("pii", f)),
+}
+
+
 def build_stage(name: str, options) -> Callable[[Columns, list[str | None]], None]:
-    """The runner for stage `name`; imports lazily so a disabled stage costs nothing."""
+    """The runner for stage `name` built from its options."""
     if name == "extract":
         return _ExtractStage(options)
-    if name == "url_filter":
-        from dataproc.filters.url import UrlFilter
-
-        return _FilterStage(name, UrlFilter(options), field="url")
-    if name == "language":
-        from dataproc.filters.language import LanguageFilter
-
-        return _LanguageStage(LanguageFilter(options))
-    if name == "gopher_quality":
-        from dataproc.filters.gopher import GopherQualityFilter
-
-        return _FilterStage(name, GopherQualityFilter(options))
-    if name == "gopher_repetition":
-        from dataproc.filters.gopher import GopherRepetitionFilter
-
-        return _FilterStage(name, GopherRepetitionFilter(options))
-    if name == "c4":
-        from dataproc.filters.c4 import C4Filter
-
-        return _C4Stage(C4Filter(options))
-    if name == "fineweb":
-        from dataproc.filters.fineweb import FineWebFilter
-
-        return _FilterStage(name, FineWebFilter(options))
-    if name == "pii":
-        from dataproc.filters.pii import PiiRedactor
-
-        return _TransformStage(name, PiiRedactor(options))
-    raise KeyError(f"unknown stage {name!r}")
+    if name not in _STAGE_CLASSES:
+        raise KeyError(f"unknown stage {name!r}")
+    module, cls, runner = _STAGE_CLASSES[name]
+    return runner(getattr(importlib.import_module(module), cls)(options))
 
 
 class DocumentStages:
