@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dataproc.config import DataJobConfig
+from dataproc.funnel_plot import plot_funnel
 from dataproc.ledger import Layout
 from dataproc.sources import resolve_inputs, source_key
 from dataproc.stages import DocumentStages
@@ -115,5 +116,8 @@ def run_data_job(cfg: DataJobConfig, log=print) -> RunResult:
     fs.write_json_atomic(layout.filesystem, layout.stats_path(), funnel)
     log(format_funnel(funnel))
     log(f"documents: {fs.join(cfg.output.path, 'documents')}  stats: {layout.stats_path()}")
+    if "://" not in cfg.output.path:  # a picture of the funnel for people; local outputs only
+        plot_funnel(funnel, fs.join(layout.root, "funnel.png"))
+        log(f"funnel plot: {fs.join(layout.root, 'funnel.png')}")
     sys.stdout.flush()
     return RunResult(stats=funnel, processed=todo_keys, skipped=done_keys)

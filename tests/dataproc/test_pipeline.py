@@ -117,6 +117,7 @@ def test_reader_counts_and_funnel_add_up(sample, sample_run):
     out, result = sample_run
     stats = json.loads((out / "stats.json").read_text())
     assert stats["documents_out"] == result.stats["documents_out"]
+    assert (out / "funnel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     want = Counter()
     for t in truths:
         want.update(t.expected_counts)
