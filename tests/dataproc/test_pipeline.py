@@ -240,3 +240,22 @@ def test_real_warc_files_agree_with_a_plain_warcio_scan(ray_local, tmp_path):
     assert warc["kept"] == scans["html_responses_200"] == result.stats["documents_in"]
     assert warc["skip_request"] == scans["request"] and warc["skip_metadata"] == scans["metadata"]
     assert warc.get("skip_corrupt", 0) == 0
+
+
+def test_crawl_id_reads_a_local_common_crawl_mirror(ray_local, tmp_path):
+    """`--crawl CC-MAIN-… --max-files N` resolves warc.paths.gz under input.crawl_base."""
+    import gzip
+
+    crawl = "CC-MAIN-2024-10"
+    names = [f"crawl-data/{crawl}/segments/170/warc/CC-MAIN-{i:05d}.warc.gz" for i in range(3)]
+    for i, name in enumerate(names):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        write_sample_warc(tmp_path / name, n_docs=20, seed=40 + i, corrupt=False)
+    (tmp_path / "crawl-data" / crawl / "warc.paths.gz").write_bytes(gzip.compress("\n".join(names).encode()))
+    cfg = validate_config(DataJobConfig, {
+        "input": {"crawl": crawl, "crawl_base": str(tmp_path), "max_files": 2},
+        "output": {"path": str(tmp_path / "out")},
+    })
+    result = run_data_job(cfg, log=lambda *_: None)
+    assert result.stats["inputs"] == 2
+    assert {d["source"] for d in _documents(tmp_path / "out")} == {str(tmp_path / n) for n in names[:2]}
