@@ -7,18 +7,26 @@ extraction, then filters from cheapest to dearest, redaction last on kept text o
 """
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from typing import Literal
 
+from pydantic import Field, PositiveInt, model_validator
+
+from dataproc.dedup.minhash import MinHashOptions
+from dataproc.domains import DomainOptions, MixtureOptions
 from dataproc.extract import ExtractOptions
+from dataproc.filters.base import StageOptions
 from dataproc.filters.c4 import C4Options
 from dataproc.filters.fineweb import FineWebOptions
 from dataproc.filters.gopher import GopherQualityOptions, GopherRepetitionOptions
 from dataproc.filters.language import LanguageOptions
 from dataproc.filters.pii import PiiOptions
 from dataproc.filters.url import UrlFilterOptions
+from dataproc.quality import QualityModelOptions
+from dataproc.tokenize import TokenizeOptions, TokenizerTrainOptions
 from dataproc.warc_records import WarcReadOptions
 from llmforge.common.config import StrictModel
 
+# Per-document stages: each input file is processed on its own (see `pipeline`).
 STAGE_ORDER = (
     "url_filter",
     "extract",
@@ -29,6 +37,8 @@ STAGE_ORDER = (
     "fineweb",
     "pii",
 )
+# Corpus stages: they see all documents at once (shuffles), after every input is done.
+CORPUS_STAGE_ORDER = ("exact_dedup", "minhash_dedup", "quality_model", "domains")
 
 
 class InputConfig(StrictModel):
@@ -74,8 +84,39 @@ class ExecutionConfig(StrictModel):
         "moves between processes); N: stages run on a pool of up to N actors fed by all reads, "
         "which spreads a few large files over many cores",
     )
+    shuffle_strategy: Literal["sort_shuffle_pull_based", "sort_shuffle_push_based", "hash_shuffle", "shuffle_v2"] = Field(
+        default="sort_shuffle_pull_based",
+        description="Ray Data shuffle for the corpus stages; the sort-based one reuses workers "
+        "(shuffle_v2 starts new processes per shuffle: seconds each on a small machine)",
+    )
     # Pool actors ask 0.75 CPU so that light read/write tasks still fit beside one actor per core.
     stage_cpus: float = Field(default=0.75, gt=0, description="CPUs reserved per stage actor")
+
+
+class ExactDedupOptions(StageOptions):
+    """Exact dedup on normalised text (case, punctuation, whitespace); keeps the earliest copy."""
+
+    partitions: PositiveInt | None = Field(default=None, description="shuffle partitions (default 2x CPUs)")
+
+
+class TokenizeStageOptions(TokenizeOptions):
+    """The `tokenize` stage: BPE token shards per input file, mixed by domain weights."""
+
+    enabled: bool = False
+    tokenizer_path: str | None = Field(
+        default=None,
+        description="tokenizer.json; null: train one on a sample of the curated documents "
+        "into <output>/tokenizer.json (see `train`)",
+    )
+    train: TokenizerTrainOptions = Field(default_factory=TokenizerTrainOptions)
+    mixture: MixtureOptions = Field(default_factory=MixtureOptions)
+    actors: PositiveInt | None = Field(default=None, description="tokenizer actors (default: CPUs)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TokenizeStageOptions":  # replaces the parent's: a path may be trained
+        if self.max_doc_tokens is not None and self.max_doc_tokens < self.min_doc_tokens:
+            raise ValueError(f"max_doc_tokens {self.max_doc_tokens} < min_doc_tokens {self.min_doc_tokens}")
+        return self
 
 
 class StagesConfig(StrictModel):
@@ -87,6 +128,11 @@ class StagesConfig(StrictModel):
     c4: C4Options = Field(default_factory=C4Options)
     fineweb: FineWebOptions = Field(default_factory=FineWebOptions)
     pii: PiiOptions = Field(default_factory=PiiOptions)
+    exact_dedup: ExactDedupOptions = Field(default_factory=ExactDedupOptions)
+    minhash_dedup: MinHashOptions = Field(default_factory=MinHashOptions)
+    quality_model: QualityModelOptions = Field(default_factory=QualityModelOptions)
+    domains: DomainOptions = Field(default_factory=DomainOptions)
+    tokenize: TokenizeStageOptions = Field(default_factory=TokenizeStageOptions)
 
     @model_validator(mode="after")
     def _extract_is_needed(self) -> "StagesConfig":
@@ -95,7 +141,17 @@ class StagesConfig(StrictModel):
         return self
 
     def enabled(self) -> list[str]:
+        """Enabled per-document stages, in run order."""
         return [name for name in STAGE_ORDER if getattr(self, name).enabled]
+
+    def corpus_enabled(self) -> list[str]:
+        """Enabled corpus stages, in run order."""
+        return [name for name in CORPUS_STAGE_ORDER if getattr(self, name).enabled]
+
+    def per_document(self) -> "StagesConfig":
+        """Only the per-document stages' options matter to `documents/` (corpus stages off)."""
+        return self.model_copy(update={n: getattr(self, n).model_copy(update={"enabled": False})
+                                       for n in (*CORPUS_STAGE_ORDER, "tokenize")})
 
 
 class DataJobConfig(StrictModel):

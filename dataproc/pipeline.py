@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from dataproc.config import DataJobConfig
+from dataproc.corpus import run_corpus_stages
 from dataproc.funnel_plot import plot_funnel
 from dataproc.ledger import Layout
 from dataproc.sources import resolve_inputs, source_key
+from dataproc.shard_job import run_tokenize
 from dataproc.stages import DocumentStages
 from dataproc.stats import build_funnel, format_funnel
 from llmforge.common import fs
@@ -32,8 +34,10 @@ class RunResult:
 
 
 def output_fingerprint(cfg: DataJobConfig) -> str:
-    """What decides the documents: reader and stage options (not paths, not execution knobs)."""
-    decisive = {"warc": cfg.input.warc.model_dump(mode="json"), "stages": cfg.stages.model_dump(mode="json")}
+    """What decides `documents/`: reader and per-document stage options (not paths, not
+    execution knobs, not corpus stages, whose outputs carry their own fingerprints)."""
+    decisive = {"warc": cfg.input.warc.model_dump(mode="json"),
+                "stages": cfg.stages.per_document().model_dump(mode="json")}
     return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -110,6 +114,29 @@ def run_data_job(cfg: DataJobConfig, log=print) -> RunResult:
             )
 
     funnel = build_funnel((layout.done_stats(k) for k in keys), cfg.stages.enabled())
+    if cfg.stages.corpus_enabled() or cfg.stages.tokenize.enabled:
+        init_ray(address=cfg.execution.address, num_cpus=cfg.execution.num_cpus,
+                 include_dashboard=cfg.execution.dashboard)
+        docs_fp = hashlib.sha256((output_fingerprint(cfg) + "|".join(sorted(keys))).encode()).hexdigest()[:16]
+        import ray
+
+        ctx = ray.data.DataContext.get_current()
+        saved, ctx.shuffle_strategy = ctx.shuffle_strategy, cfg.execution.shuffle_strategy
+        try:
+            corpus = run_corpus_stages(cfg, fs.join(cfg.output.path, "documents"), docs_fp, log)
+        finally:
+            ctx.shuffle_strategy = saved
+        funnel["stages"] += corpus["stages"]
+        funnel["documents_out"] = corpus["documents_out"]
+        funnel["domains"] = corpus["domains"]
+        funnel["curated"] = corpus["curated"]
+        if cfg.stages.tokenize.enabled:
+            manifest = run_tokenize(cfg, corpus["curated"], log)
+            funnel["tokens"] = {
+                "total": manifest["total_tokens"], "documents": manifest["total_documents"],
+                "shards": len(manifest["shards"]), "per_domain": manifest["domains"],
+                "mixture": manifest["mixture"], "dir": fs.join(cfg.output.path, "shards"),
+            }
     funnel["wall_seconds_this_run"] = round(time.perf_counter() - start, 3)
     funnel["inputs_skipped_as_done"] = len(done_keys)
     funnel["config"] = cfg.model_dump(mode="json")

@@ -66,4 +66,9 @@ def format_funnel(funnel: dict[str, Any]) -> str:
         top = ", ".join(f"{r}={n}" for r, n in sorted(s["dropped"].items(), key=lambda x: -x[1])[:3])
         lines.append(f"{s['stage']:<18}{s['in']:>10}{s['out']:>10}{pct:>7.1f}%{s['seconds']:>9.1f}  {top}")
     lines.append(f"documents out: {funnel['documents_out']} of {funnel['documents_in']}")
+    if funnel.get("domains"):
+        lines.append("domains: " + ", ".join(f"{d}={n}" for d, n in sorted(funnel["domains"].items(), key=lambda x: -x[1])))
+    if funnel.get("tokens"):
+        t = funnel["tokens"]
+        lines.append(f"tokens: {t['total']:,} in {t['shards']} shards ({t['documents']:,} documents after mixing) -> {t['dir']}")
     return "\n".join(lines)

@@ -64,6 +64,38 @@ def cmd_data_sample(args) -> int:
     return 0
 
 
+def cmd_data_train_quality(args) -> int:
+    import json
+
+    from dataproc.quality import train_quality_model
+
+    metrics = train_quality_model(
+        args.positive, args.negative, args.out, epochs=args.epochs, seed=args.seed,
+        txt_mode=args.txt_mode, max_docs_per_class=args.max_docs,
+    )
+    print(json.dumps(metrics, indent=1))
+    print(f"held-out accuracy {metrics['heldout_accuracy']:.3f}, AUC {metrics['heldout_auc']:.3f}; model {args.out}")
+    return 0
+
+
+def cmd_data_train_tokenizer(args) -> int:
+    from dataproc.tokenize import TokenizerTrainOptions, train_tokenizer
+    from dataproc.tokenizer_sample import sample_texts
+
+    options = TokenizerTrainOptions(vocab_size=args.vocab_size, sample_docs=args.sample_docs)
+    info = train_tokenizer(sample_texts(args.documents, options.sample_docs), options, args.out)
+    print(f"trained byte-level BPE: vocab {info['vocab_size']} on {info['documents']} documents -> "
+          f"{info['path']} (sha256 {info['sha256'][:12]})")
+    return 0
+
+
+def cmd_data_inspect(args) -> int:
+    from dataproc.tokenize import inspect_shards
+
+    print(inspect_shards(args.shard_dir, args.tokenizer, samples=args.samples))
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Generate sample WARCs with planted ground truth and run the data job on them."""
     from dataproc.config import DataJobConfig
@@ -75,11 +107,13 @@ def cmd_demo(args) -> int:
     warcs = work / "warc"
     warcs.mkdir(parents=True, exist_ok=True)
     blocked: set[str] = set()
+    paths = []
     for i in range(args.files):
         path = warcs / f"sample-{i:02d}.warc.gz"
         truth_path = warcs / f"sample-{i:02d}.truth.json"
         if not truth_path.exists():
             write_sample_warc(path, n_docs=args.docs, seed=i).to_json(truth_path)
+        paths.append(str(path))
         blocked.update(GroundTruth.from_json(truth_path).blocked_domains)
     # The planted spam domain is not on any public list: block it the way a user adds a list.
     blocklist = work / "blocklist.txt"
@@ -89,7 +123,7 @@ def cmd_demo(args) -> int:
         DataJobConfig,
         config,
         {
-            "input.paths": [str(warcs)],
+            "input.paths": paths,
             "output.path": str(work / "output"),
             "stages.url_filter.blocklist_paths": [str(blocklist)],
         },
@@ -127,6 +161,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clean", action="store_true", help="no corrupt records")
     p.set_defaults(func=cmd_data_sample)
+
+    p = verbs.add_parser("train-quality", help="train the fastText-style quality classifier (one .npz)")
+    p.add_argument("--positive", nargs="+", required=True,
+                   help="reference-quality text: .txt, .jsonl[.gz] (text field) or .parquet (text column)")
+    p.add_argument("--negative", nargs="+", required=True, help="random web text, same formats")
+    p.add_argument("--out", required=True, help="model file to write (.npz)")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--txt-mode", choices=("lines", "paragraphs"), default="lines",
+                   help="how a .txt file splits into documents")
+    p.add_argument("--max-docs", type=int, default=None, help="cap documents per class")
+    p.set_defaults(func=cmd_data_train_quality)
+
+    p = verbs.add_parser("train-tokenizer", help="train a byte-level BPE on a sample of documents")
+    p.add_argument("--documents", required=True, help="Parquet documents (a data run's output dir or its documents/)")
+    p.add_argument("--out", required=True, help="tokenizer.json to write")
+    p.add_argument("--vocab-size", type=int, default=32000)
+    p.add_argument("--sample-docs", type=int, default=100_000)
+    p.set_defaults(func=cmd_data_train_tokenizer)
+
+    p = verbs.add_parser("inspect", help="counts per shard and domain, and decoded sample documents")
+    p.add_argument("shard_dir")
+    p.add_argument("--tokenizer", help="tokenizer.json to decode samples (checked against the shards)")
+    p.add_argument("--samples", type=int, default=3)
+    p.set_defaults(func=cmd_data_inspect)
 
     p = areas.add_parser("demo", help="generate sample WARCs and run the data pipeline end to end")
     p.add_argument("--workdir", default="runs/demo", help="where sample data and outputs go")

@@ -42,8 +42,14 @@ EXPECTED_FATE = {
 }
 
 
+# The per-document half only; the corpus stages have their own tests (test_corpus.py).
+FIRST_HALF = {name: {"enabled": False} for name in ("exact_dedup", "minhash_dedup", "domains")}
+
+
 def _config(warc_dir: Path, out: Path, blocklist: Path | None = None, **execution) -> DataJobConfig:
-    stages = {"url_filter": {"blocklist_paths": [str(blocklist)]}} if blocklist else {}
+    stages = dict(FIRST_HALF)
+    if blocklist:
+        stages["url_filter"] = {"blocklist_paths": [str(blocklist)]}
     return validate_config(
         DataJobConfig,
         {
@@ -229,7 +235,8 @@ def test_killed_run_resumes_without_losing_or_repeating_a_document(sample, sampl
 def test_real_warc_files_agree_with_a_plain_warcio_scan(ray_local, tmp_path):
     warc_dir = shared_data("warc")
     files = sorted(p for p in warc_dir.iterdir() if ".warc" in p.name)
-    cfg = validate_config(DataJobConfig, {"input": {"paths": [str(warc_dir)]}, "output": {"path": str(tmp_path)}})
+    cfg = validate_config(DataJobConfig, {"input": {"paths": [str(warc_dir)]}, "output": {"path": str(tmp_path)},
+                                          "stages": FIRST_HALF})
     result = run_data_job(cfg, log=lambda *_: None)
     scans = Counter()
     for f in files:
@@ -255,6 +262,7 @@ def test_crawl_id_reads_a_local_common_crawl_mirror(ray_local, tmp_path):
     cfg = validate_config(DataJobConfig, {
         "input": {"crawl": crawl, "crawl_base": str(tmp_path), "max_files": 2},
         "output": {"path": str(tmp_path / "out")},
+        "stages": FIRST_HALF,
     })
     result = run_data_job(cfg, log=lambda *_: None)
     assert result.stats["inputs"] == 2

@@ -1,0 +1,263 @@
+"""The corpus stages: exact dedup -> MinHash near-dedup -> quality model -> domains.
+
+They need every document at once (hash shuffles), so they run after all inputs are through
+the per-document stages, reading `documents/` and writing, each step to its own directory:
+
+    <output>/corpus/exact/      documents + `duplicate_of` (exact copies)
+    <output>/corpus/near/       + `duplicate_of` for near-duplicates too
+    <output>/duplicates/        id, url, duplicate_of, stage of every removed document (audit;
+                                an exact copy may point at a keeper that MinHash removed later:
+                                follow duplicate_of to the survivor)
+    <output>/curated/           kept documents + quality_score, domain, domain_score
+
+A step's directory counts only once its `_SUCCESS` file (stats + fingerprint of its options
+and input) is written, last. A rerun skips steps whose fingerprint matches and redoes the
+rest: a killed job loses at most the step it was in, never a document. Nothing but counts
+comes back to the driver.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dataproc.config import DataJobConfig
+from llmforge.common import fs
+
+SUCCESS = "_SUCCESS"
+DUP_COLUMNS = ("id", "url", "duplicate_of", "dedup_stage")
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Step:
+    """One output directory with a `_SUCCESS` marker tied to a fingerprint."""
+
+    def __init__(self, root: str, name: str, fingerprint: str):
+        self.filesystem, base = fs.resolve(root)
+        self.path = fs.join(base, name)
+        self.uri = fs.join(root, name)
+        self.fingerprint = fingerprint
+
+    def done(self) -> dict[str, Any] | None:
+        marker = fs.join(self.path, SUCCESS)
+        if not fs.exists(self.filesystem, marker):
+            return None
+        info = fs.read_json(self.filesystem, marker)
+        return info if info.get("fingerprint") == self.fingerprint else None
+
+    def reset(self) -> None:
+        fs.delete_dir(self.filesystem, self.path)
+
+    def finish(self, stats: dict[str, Any]) -> dict[str, Any]:
+        info = {"fingerprint": self.fingerprint, **stats}
+        fs.write_json_atomic(self.filesystem, fs.join(self.path, SUCCESS), info)
+        return info
+
+
+def parquet_files(uri: str) -> list[str]:
+    """Data files under `uri`, skipping `_`/`.`-prefixed names at any depth (`_dropped/`,
+    temp files), which Ray's `read_parquet` would otherwise read as documents."""
+    filesystem, root = fs.resolve(uri)
+    files = []
+    for path in fs.list_files(filesystem, root, recursive=True):
+        rel = path[len(root):].lstrip("/")
+        if path.endswith(".parquet") and not any(part.startswith(("_", ".")) for part in rel.split("/")):
+            files.append(path if "://" not in uri else uri.split("://", 1)[0] + "://" + path)
+    return files
+
+
+def read_documents(uri: str, columns: list[str] | None = None):
+    import ray
+
+    files = parquet_files(uri)
+    if not files:
+        raise ValueError(f"no documents under {uri}")
+    ds = ray.data.read_parquet(files)
+    return ds.select_columns(columns) if columns else ds
+
+
+def _count(uri: str, predicate: Callable[[pa.Table], pa.Array], columns: list[str]) -> int:
+    """Rows of the Parquet dataset at `uri` matching `predicate` (only `columns` are read)."""
+    import ray
+
+    ds = read_documents(uri, columns=columns)
+    counted = ds.map_batches(
+        lambda t: pa.table({"n": [int(pc.sum(predicate(t).cast(pa.int64())).as_py() or 0)]}),
+        batch_format="pyarrow",
+    )
+    return int(counted.sum("n") or 0)
+
+
+def _is_dup(t: pa.Table) -> pa.Array:
+    return pc.is_valid(t.column("duplicate_of"))
+
+
+def _run_step(step: Step, build: Callable[[], Any], stats: Callable[[], dict[str, Any]], log) -> dict[str, Any]:
+    found = step.done()
+    if found is not None:
+        log(f"corpus: {step.uri} already done, skipped")
+        return found
+    step.reset()
+    build().write_parquet(step.uri)
+    return step.finish(stats())
+
+
+def _removed_rows(t: pa.Table, stage: str) -> pa.Table:
+    """The audit rows of one dedup step: who was removed, as a copy of whom, by which step."""
+    dup = t.filter(pc.is_valid(t.column("duplicate_of")))
+    stage_col = pa.array([stage] * dup.num_rows, pa.string())
+    return dup.select(["id", "url", "duplicate_of"]).append_column("dedup_stage", stage_col)
+
+
+def _dedup_entry(stage: str, reason: str, n_in: int, removed: int) -> dict[str, Any]:
+    return {"stage": stage, "in": n_in, "out": n_in - removed,
+            "dropped": {reason: removed} if removed else {}, "seconds": 0.0}
+
+
+def _unique(ds):
+    return ds.map_batches(_keep_unique, batch_format="pyarrow")
+
+
+def run_corpus_stages(cfg: DataJobConfig, documents_uri: str, input_fingerprint: str, log=print) -> dict[str, Any]:
+    """Run the enabled corpus stages over `documents_uri`; returns their funnel entries."""
+    import ray
+
+    from dataproc.dedup.exact import exact_duplicates
+    from dataproc.dedup.lsh import minhash_duplicates
+
+    st = cfg.stages
+    root = cfg.output.path
+    funnel: list[dict[str, Any]] = []
+    current, fp = documents_uri, input_fingerprint
+    n_in = _count(current, lambda t: pc.is_valid(t.column("id")), ["id"])
+
+    dedup_steps: list[tuple[Step, str]] = []
+    if st.exact_dedup.enabled:
+        fp = _fingerprint(fp, "exact", st.exact_dedup.model_dump())
+        step = Step(root, "corpus/exact", fp)
+        source = current
+        info = _run_step(
+            step,
+            lambda: exact_duplicates(read_documents(source), partitions=st.exact_dedup.partitions),
+            lambda: {"duplicates": _count(step.uri, _is_dup, ["duplicate_of"])},
+            log,
+        )
+        funnel.append(_dedup_entry("exact_dedup", "duplicate", n_in, info["duplicates"]))
+        n_in -= info["duplicates"]
+        current = step.uri
+        dedup_steps.append((step, "exact"))
+
+    if st.minhash_dedup.enabled:
+        fp = _fingerprint(fp, "minhash", st.minhash_dedup.model_dump())
+        near = Step(root, "corpus/near", fp)
+        source, unique_only = current, bool(dedup_steps)
+        info = _run_step(
+            near,
+            # Exact copies are gone before MinHash: fewer documents to hash and shuffle.
+            lambda: minhash_duplicates(_unique(read_documents(source)) if unique_only
+                                       else read_documents(source), st.minhash_dedup),
+            lambda: {"duplicates": _count(near.uri, _is_dup, ["duplicate_of"])},
+            log,
+        )
+        funnel.append(_dedup_entry("minhash_dedup", "near_duplicate", n_in, info["duplicates"]))
+        n_in -= info["duplicates"]
+        current = near.uri
+        dedup_steps.append((near, "minhash"))
+
+    if dedup_steps:
+        def removed():
+            parts = [read_documents(s.uri).map_batches(_removed_rows, fn_kwargs={"stage": name},
+                                                             batch_format="pyarrow")
+                     for s, name in dedup_steps]
+            return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+
+        _run_step(Step(root, "duplicates", fp), removed, lambda: {}, log)
+
+    fp = _fingerprint(fp, "curate", st.quality_model.model_dump(), st.domains.model_dump())
+    curated = Step(root, "curated", fp)
+    found = curated.done()
+    if found is not None:
+        log(f"corpus: {curated.uri} already done, skipped")
+    else:
+        curated.reset()
+        ds = read_documents(current)
+        if dedup_steps:
+            ds = _unique(ds)
+        threshold = None
+        if st.quality_model.enabled:
+            from dataproc.quality import QualityScorer
+
+            ds = ds.map_batches(
+                QualityScorer, fn_constructor_args=(st.quality_model,), batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_cpus()),
+            )
+            threshold = st.quality_model.threshold
+            if st.quality_model.keep_top_fraction is not None:
+                threshold = _top_fraction_threshold(ds, st.quality_model.keep_top_fraction)
+            if threshold is not None:
+                ds = ds.map_batches(_above, fn_kwargs={"threshold": threshold}, batch_format="pyarrow")
+        if st.domains.enabled:
+            # Tasks, not a second actor pool: two pools holding a CPU each could starve the reads.
+            ds = ds.map_batches(tag_domains, fn_kwargs={"options_json": st.domains.model_dump_json()},
+                                batch_format="pyarrow")
+        ds.write_parquet(curated.uri)
+        kept = _count(curated.uri, lambda t: pc.is_valid(t.column("id")), ["id"])
+        domains = _domain_counts(curated.uri) if st.domains.enabled else {}
+        found = curated.finish({"kept": kept, "quality_threshold": threshold, "domains": domains})
+    if st.quality_model.enabled:
+        funnel.append({"stage": "quality_model", "in": n_in, "out": found["kept"],
+                       "dropped": {"low_score": n_in - found["kept"]} if n_in > found["kept"] else {},
+                       "seconds": 0.0})
+    return {"stages": funnel, "documents_out": found["kept"], "domains": found.get("domains", {}),
+            "quality_threshold": found.get("quality_threshold"), "curated": curated.uri,
+            "fingerprint": fp}
+
+
+@lru_cache(maxsize=4)
+def _tagger(options_json: str):
+    from dataproc.domains import DomainOptions, DomainTagger
+
+    return DomainTagger(DomainOptions.model_validate_json(options_json))
+
+
+def tag_domains(batch: pa.Table, options_json: str) -> pa.Table:
+    """Task form of `DomainTagger` (built once per worker process)."""
+    return _tagger(options_json)(batch)
+
+
+def _keep_unique(t: pa.Table) -> pa.Table:
+    kept = t.filter(pc.is_null(t.column("duplicate_of")))
+    return kept.drop_columns([c for c in ("duplicate_of", "rank_key") if c in kept.column_names])
+
+
+def _above(t: pa.Table, threshold: float) -> pa.Table:
+    return t.filter(pc.greater_equal(t.column("quality_score"), threshold))
+
+
+def _cpus() -> int:
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _top_fraction_threshold(ds, fraction: float) -> float:
+    """Score above which `fraction` of documents lie, from an approximate (KLL) quantile."""
+    from ray.data.aggregate import ApproximateQuantile
+
+    result = ds.aggregate(ApproximateQuantile(on="quality_score", quantiles=[1.0 - fraction]))
+    value = next(iter(result.values()))
+    return float(value[0] if isinstance(value, (list, tuple)) else value)
+
+
+def _domain_counts(uri: str) -> dict[str, int]:
+    import ray
+
+    rows = read_documents(uri, columns=["domain"]).groupby("domain").count().take_all()
+    return {r["domain"]: int(r["count()"]) for r in rows}

@@ -1,0 +1,130 @@
+"""The corpus stages end to end on a real local Ray: dedup, quality model, domains, token shards."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pytest
+
+from dataproc import shards as shard_format
+from dataproc.config import DataJobConfig
+from dataproc.pipeline import run_data_job
+from dataproc.quality import QualityModel
+from dataproc.samples import write_sample_warc
+from llmforge.cli import main
+from llmforge.common.config import validate_config
+
+pytestmark = pytest.mark.ray
+
+
+def _read(path: Path) -> list[dict]:
+    return pads.dataset(path, format="parquet").to_table().to_pylist()
+
+
+def _config(warc: Path, out: Path, **stages) -> DataJobConfig:
+    return validate_config(DataJobConfig, {
+        "input": {"paths": [str(warc)]},
+        "output": {"path": str(out)},
+        "stages": {
+            "tokenize": {"enabled": True, "train": {"vocab_size": 600}, "shard_tokens": 20_000,
+                         "mixture": {"weights": {"news": 2.0}}},
+            **stages,
+        },
+    })
+
+
+@pytest.fixture(scope="module")
+def corpus_run(ray_local, tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    warc = root / "s.warc.gz"
+    truth = write_sample_warc(warc, n_docs=160, seed=7, corrupt=False)
+    out = root / "out"
+    logs: list[str] = []
+    result = run_data_job(_config(warc, out), log=logs.append)
+    return truth, out, result
+
+
+def test_planted_duplicates_are_removed_and_audited(corpus_run):
+    truth, out, result = corpus_run
+    curated = {d["id"] for d in _read(out / "curated")}
+    documents = {d["id"] for d in _read(out / "documents")}
+    removed = {d["id"]: d for d in _read(out / "duplicates")}
+    assert curated | set(removed) == documents and not curated & set(removed)  # nothing lost, nothing twice
+    for d in truth.docs:
+        rid, orig = d.record_id.strip("<>"), (d.dup_of or "").strip("<>")
+        if rid not in documents or orig not in documents:
+            continue  # dropped by a per-document filter before dedup
+        if d.kind == "exact_dup" or (d.kind == "near_dup" and d.jaccard >= 0.8):
+            assert not {rid, orig} <= curated, (d.kind, d.jaccard)  # one of the pair is gone...
+            gone = rid if rid in removed else orig
+            survivor = removed[gone]["duplicate_of"]
+            while survivor in removed:  # an exact copy's keeper may itself be a near-duplicate
+                survivor = removed[survivor]["duplicate_of"]
+            assert survivor in curated  # ...as a copy of a kept document
+            want = "exact" if d.kind == "exact_dup" else "minhash"
+            assert removed[gone]["dedup_stage"] == want
+    names = [s["stage"] for s in result.stats["stages"]]
+    assert names[-2:] == ["exact_dedup", "minhash_dedup"]
+    exact, near = result.stats["stages"][-2:]
+    assert exact["dropped"]["duplicate"] == sum(1 for r in removed.values() if r["dedup_stage"] == "exact")
+    assert near["dropped"]["near_duplicate"] == sum(1 for r in removed.values() if r["dedup_stage"] == "minhash")
+    assert result.stats["documents_out"] == len(curated)
+
+
+def test_domains_and_mixed_token_shards(corpus_run):
+    _, out, result = corpus_run
+    curated = _read(out / "curated")
+    assert all(d["domain"] for d in curated)
+    reader = shard_format.open_shards(str(out / "shards"))
+    manifest = reader.manifest
+    news = sum(1 for d in curated if d["domain"] == "news")
+    assert news > 0
+    # news weight 2.0: every news document twice, the rest once (no document is empty here).
+    assert manifest["total_documents"] == len(curated) + news == reader.num_documents
+    assert manifest["mixture"]["news"]["docs_after"] == 2 * manifest["mixture"]["news"]["docs_before"]
+    shard_format.check_tokenizer_matches(manifest, str(out / "tokenizer.json"))
+    eos = manifest["document_boundary_token_id"]
+    assert all(int(reader.document(i)[-1]) == eos for i in range(0, reader.num_documents, 37))
+    assert result.stats["tokens"]["total"] == reader.num_tokens
+
+
+def test_rerun_reuses_every_corpus_step(corpus_run):
+    _, out, result = corpus_run
+    before = (out / "shards" / "manifest.json").read_text()
+    logs: list[str] = []
+    again = run_data_job(_config(out.parent / "s.warc.gz", out), log=logs.append)
+    assert sum("already done, skipped" in line for line in logs) == 4  # exact, near, duplicates, curated
+    assert (out / "shards" / "manifest.json").read_text() == before
+    assert again.stats["stages"] == result.stats["stages"]
+
+
+def test_inspect_and_train_tokenizer_commands(corpus_run, tmp_path, capsys):
+    _, out, _ = corpus_run
+    assert main(["data", "inspect", str(out / "shards"), "--tokenizer", str(out / "tokenizer.json")]) == 0
+    text = capsys.readouterr().out
+    assert "news" in text and "tokens" in text
+    tok = tmp_path / "tok.json"
+    assert main(["data", "train-tokenizer", "--documents", str(out / "curated"), "--out", str(tok),
+                 "--vocab-size", "500"]) == 0
+    assert json.loads(tok.read_text())["model"]["type"] == "BPE"
+    other = str(tok)
+    with pytest.raises(ValueError, match="does not match"):
+        shard_format.check_tokenizer_matches(shard_format.read_manifest(str(out / "shards")), other)
+
+
+def test_quality_model_stage_scores_and_filters(ray_local, corpus_run, tmp_path):
+    truth, out, _ = corpus_run
+    good = [d["text"] for d in _read(out / "curated")]
+    spam = [" ".join(["cheap", "pills", "casino", "bonus", "click", "now"] * 30) + f" {i}" for i in range(200)]
+    model = QualityModel().fit(good, spam, epochs=3, seed=0)
+    path = tmp_path / "quality.npz"
+    model.save(path)
+    result = run_data_job(
+        _config(out.parent / "s.warc.gz", tmp_path / "q",
+                quality_model={"enabled": True, "model_path": str(path), "threshold": 0.5}),
+        log=lambda *_: None,
+    )
+    curated = _read(tmp_path / "q" / "curated")
+    assert curated and all(d["quality_score"] >= 0.5 for d in curated)
+    assert result.stats["stages"][-1]["stage"] == "quality_model"
