@@ -199,8 +199,6 @@ def run_corpus_stages(cfg: DataJobConfig, documents_uri: str, input_fingerprint:
                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_cpus()),
             )
             threshold = st.quality_model.threshold
-            if st.quality_model.keep_top_fraction is not None:
-                threshold = _top_fraction_threshold(ds, st.quality_model.keep_top_fraction)
             if threshold is not None:
                 ds = ds.map_batches(_above, fn_kwargs={"threshold": threshold}, batch_format="pyarrow")
         if st.domains.enabled:
@@ -245,15 +243,6 @@ def _cpus() -> int:
     import ray
 
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
-
-
-def _top_fraction_threshold(ds, fraction: float) -> float:
-    """Score above which `fraction` of documents lie, from an approximate (KLL) quantile."""
-    from ray.data.aggregate import ApproximateQuantile
-
-    result = ds.aggregate(ApproximateQuantile(on="quality_score", quantiles=[1.0 - fraction]))
-    value = next(iter(result.values()))
-    return float(value[0] if isinstance(value, (list, tuple)) else value)
 
 
 def _domain_counts(uri: str) -> dict[str, int]:

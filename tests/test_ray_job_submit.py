@@ -35,12 +35,15 @@ def ray_head(tmp_path):
     `ray stop` would also kill the test session's own Ray, so it is not used here.
     """
     gcs, dashboard, metrics = _free_port(), _free_port(), _free_port()
+    # The session's own Ray already holds the default agent ports; this head needs its own.
+    agent_http, agent_grpc, runtime_env_agent = _free_port(), _free_port(), _free_port()
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
-         f"--metrics-export-port={metrics}"],
+         f"--metrics-export-port={metrics}", f"--dashboard-agent-listen-port={agent_http}",
+         f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={runtime_env_agent}"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     address = f"http://127.0.0.1:{dashboard}"
@@ -97,5 +100,7 @@ def test_data_run_as_a_ray_job(ray_head, tmp_path):
     kept = [line for line in text.splitlines() if line.startswith("ray_llmforge_data_documents_kept")
             or line.startswith("llmforge_data_documents_kept")]
     assert kept, "llmforge_data_documents_kept never appeared on the metrics endpoint"
-    assert float(kept[0].rsplit(" ", 1)[1]) == stats["documents_out"]
+    # The sink counts what the per-document stages keep (dedup comes after, in corpus stages).
+    per_document_out = next(s["out"] for s in stats["stages"] if s["stage"] == "pii")
+    assert float(kept[0].rsplit(" ", 1)[1]) == per_document_out
     assert "llmforge_data_documents_dropped" in text and 'stage="language"' in text
