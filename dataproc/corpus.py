@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -105,8 +106,9 @@ def _run_step(step: Step, build: Callable[[], Any], stats: Callable[[], dict[str
         log(f"corpus: {step.uri} already done, skipped")
         return found
     step.reset()
+    start = time.perf_counter()
     build().write_parquet(step.uri)
-    return step.finish(stats())
+    return step.finish({**stats(), "seconds": round(time.perf_counter() - start, 3)})
 
 
 def _removed_rows(t: pa.Table, stage: str) -> pa.Table:
@@ -116,9 +118,10 @@ def _removed_rows(t: pa.Table, stage: str) -> pa.Table:
     return dup.select(["id", "url", "duplicate_of"]).append_column("dedup_stage", stage_col)
 
 
-def _dedup_entry(stage: str, reason: str, n_in: int, removed: int) -> dict[str, Any]:
+def _dedup_entry(stage: str, reason: str, n_in: int, info: dict[str, Any]) -> dict[str, Any]:
+    removed = info["duplicates"]
     return {"stage": stage, "in": n_in, "out": n_in - removed,
-            "dropped": {reason: removed} if removed else {}, "seconds": 0.0}
+            "dropped": {reason: removed} if removed else {}, "seconds": info["seconds"]}
 
 
 def _unique(ds):
@@ -138,38 +141,25 @@ def run_corpus_stages(cfg: DataJobConfig, documents_uri: str, input_fingerprint:
     current, fp = documents_uri, input_fingerprint
     n_in = _count(current, lambda t: pc.is_valid(t.column("id")), ["id"])
 
-    dedup_steps: list[tuple[Step, str]] = []
+    # (funnel stage, audit name, drop reason, directory, options, plan over the previous output)
+    plans = []
     if st.exact_dedup.enabled:
-        fp = _fingerprint(fp, "exact", st.exact_dedup.model_dump())
-        step = Step(root, "corpus/exact", fp)
-        source = current
-        info = _run_step(
-            step,
-            lambda: exact_duplicates(read_documents(source), partitions=st.exact_dedup.partitions),
-            lambda: {"duplicates": _count(step.uri, _is_dup, ["duplicate_of"])},
-            log,
-        )
-        funnel.append(_dedup_entry("exact_dedup", "duplicate", n_in, info["duplicates"]))
+        plans.append(("exact_dedup", "exact", "duplicate", "corpus/exact", st.exact_dedup,
+                      lambda src: exact_duplicates(read_documents(src), partitions=st.exact_dedup.partitions)))
+    if st.minhash_dedup.enabled:
+        # Exact copies are gone before MinHash: fewer documents to hash and shuffle.
+        plans.append(("minhash_dedup", "minhash", "near_duplicate", "corpus/near", st.minhash_dedup,
+                      lambda src: minhash_duplicates(_unique(read_documents(src)), st.minhash_dedup)))
+    dedup_steps: list[tuple[Step, str]] = []
+    for stage, name, reason, subdir, options, plan in plans:
+        fp = _fingerprint(fp, name, options.model_dump())
+        step, source = Step(root, subdir, fp), current
+        info = _run_step(step, lambda: plan(source),
+                         lambda: {"duplicates": _count(step.uri, _is_dup, ["duplicate_of"])}, log)
+        funnel.append(_dedup_entry(stage, reason, n_in, info))
         n_in -= info["duplicates"]
         current = step.uri
-        dedup_steps.append((step, "exact"))
-
-    if st.minhash_dedup.enabled:
-        fp = _fingerprint(fp, "minhash", st.minhash_dedup.model_dump())
-        near = Step(root, "corpus/near", fp)
-        source, unique_only = current, bool(dedup_steps)
-        info = _run_step(
-            near,
-            # Exact copies are gone before MinHash: fewer documents to hash and shuffle.
-            lambda: minhash_duplicates(_unique(read_documents(source)) if unique_only
-                                       else read_documents(source), st.minhash_dedup),
-            lambda: {"duplicates": _count(near.uri, _is_dup, ["duplicate_of"])},
-            log,
-        )
-        funnel.append(_dedup_entry("minhash_dedup", "near_duplicate", n_in, info["duplicates"]))
-        n_in -= info["duplicates"]
-        current = near.uri
-        dedup_steps.append((near, "minhash"))
+        dedup_steps.append((step, name))
 
     if dedup_steps:
         def removed():
@@ -187,6 +177,7 @@ def run_corpus_stages(cfg: DataJobConfig, documents_uri: str, input_fingerprint:
         log(f"corpus: {curated.uri} already done, skipped")
     else:
         curated.reset()
+        start = time.perf_counter()
         ds = read_documents(current)
         if dedup_steps:
             ds = _unique(ds)
@@ -208,11 +199,12 @@ def run_corpus_stages(cfg: DataJobConfig, documents_uri: str, input_fingerprint:
         ds.write_parquet(curated.uri)
         kept = _count(curated.uri, lambda t: pc.is_valid(t.column("id")), ["id"])
         domains = _domain_counts(curated.uri) if st.domains.enabled else {}
-        found = curated.finish({"kept": kept, "quality_threshold": threshold, "domains": domains})
+        found = curated.finish({"kept": kept, "quality_threshold": threshold, "domains": domains,
+                                "seconds": round(time.perf_counter() - start, 3)})
     if st.quality_model.enabled:
         funnel.append({"stage": "quality_model", "in": n_in, "out": found["kept"],
                        "dropped": {"low_score": n_in - found["kept"]} if n_in > found["kept"] else {},
-                       "seconds": 0.0})
+                       "seconds": found["seconds"]})
     return {"stages": funnel, "documents_out": found["kept"], "domains": found.get("domains", {}),
             "quality_threshold": found.get("quality_threshold"), "curated": curated.uri,
             "fingerprint": fp}
@@ -231,6 +223,8 @@ def tag_domains(batch: pa.Table, options_json: str) -> pa.Table:
 
 
 def _keep_unique(t: pa.Table) -> pa.Table:
+    if "duplicate_of" not in t.column_names:  # not deduplicated yet: every row is unique so far
+        return t
     kept = t.filter(pc.is_null(t.column("duplicate_of")))
     return kept.drop_columns([c for c in ("duplicate_of", "rank_key") if c in kept.column_names])
 

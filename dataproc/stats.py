@@ -53,13 +53,14 @@ def build_funnel(per_source: Iterable[dict[str, Any]], stage_order: list[str]) -
 
 
 def format_funnel(funnel: dict[str, Any]) -> str:
-    """A table a person reads at the end of a run."""
+    """A table a person reads at the end of a run. `sec`: summed CPU seconds inside a
+    per-document stage; for a corpus stage (dedup, quality), the wall seconds of its step."""
     w = funnel["warc"]
     lines = [
         f"inputs: {funnel['inputs']} WARC files, {w.get('records', 0)} records, "
         f"{w.get('kept', 0)} HTML 200 responses "
         f"({w.get('skip_corrupt', 0)} corrupt, {w.get('truncated_file', 0)} truncated files)",
-        f"{'stage':<18}{'in':>10}{'out':>10}{'kept %':>8}{'cpu s':>9}  top drop reasons",
+        f"{'stage':<18}{'in':>10}{'out':>10}{'kept %':>8}{'sec':>9}  top drop reasons",
     ]
     for s in funnel["stages"]:
         pct = 100.0 * s["out"] / s["in"] if s["in"] else 100.0
