@@ -138,9 +138,6 @@ class StagesConfig(StrictModel):
     def _extract_is_needed(self) -> "StagesConfig":
         if not self.extract.enabled:
             raise ValueError("extract.enabled must be true: every later stage works on extracted text")
-        if self.quality_model.enabled and self.quality_model.keep_top_fraction is not None:
-            raise ValueError("quality_model.keep_top_fraction is not supported by `data run` yet (it needs a "
-                             "corpus-wide quantile); use quality_model.threshold")
         return self
 
     def enabled(self) -> list[str]:

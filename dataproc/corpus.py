@@ -8,6 +8,8 @@ the per-document stages, reading `documents/` and writing, each step to its own 
     <output>/duplicates/        id, url, duplicate_of, stage of every removed document (audit;
                                 an exact copy may point at a keeper that MinHash removed later:
                                 follow duplicate_of to the survivor)
+    <output>/corpus/scored/     with quality.keep_top_fraction only: every survivor scored and
+                                tagged, to take the corpus-wide quantile over (dataproc.quantile)
     <output>/curated/           kept documents + quality_score, domain, domain_score
 
 A step's directory counts only once its `_SUCCESS` file (stats + fingerprint of its options
@@ -171,6 +173,21 @@ def run_corpus_stages(cfg: DataJobConfig, documents_uri: str, input_fingerprint:
         _run_step(Step(root, "duplicates", fp), removed, lambda: {}, log)
 
     fp = _fingerprint(fp, "curate", st.quality_model.model_dump(), st.domains.model_dump())
+    top_fraction = st.quality_model.keep_top_fraction if st.quality_model.enabled else None
+    threshold = st.quality_model.threshold if st.quality_model.enabled else None
+    source, unique = current, bool(dedup_steps)
+    if top_fraction is not None:
+        # The cut is a corpus-wide quantile: score everything once into its own step, take the
+        # quantile over that, then cut it like a fixed threshold.
+        scored = Step(root, "corpus/scored", fp)
+        info = _run_step(scored, lambda: _score_and_tag(read_documents(current), st, unique), lambda: {}, log)
+        if info.get("quality_threshold") is None:
+            from dataproc.quality import SCORE_COLUMN
+            from dataproc.quantile import top_fraction_threshold
+
+            info = scored.finish({**info, "quality_threshold": top_fraction_threshold(
+                read_documents(scored.uri), SCORE_COLUMN, top_fraction)})
+        threshold, source, unique = info["quality_threshold"], scored.uri, False
     curated = Step(root, "curated", fp)
     found = curated.done()
     if found is not None:
@@ -178,28 +195,16 @@ def run_corpus_stages(cfg: DataJobConfig, documents_uri: str, input_fingerprint:
     else:
         curated.reset()
         start = time.perf_counter()
-        ds = read_documents(current)
-        if dedup_steps:
-            ds = _unique(ds)
-        threshold = None
-        if st.quality_model.enabled:
-            from dataproc.quality import QualityScorer
-
-            ds = ds.map_batches(
-                QualityScorer, fn_constructor_args=(st.quality_model,), batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_cpus()),
-            )
-            threshold = st.quality_model.threshold
-            if threshold is not None:
-                ds = ds.map_batches(_above, fn_kwargs={"threshold": threshold}, batch_format="pyarrow")
-        if st.domains.enabled:
-            # Tasks, not a second actor pool: two pools holding a CPU each could starve the reads.
-            ds = ds.map_batches(tag_domains, fn_kwargs={"options_json": st.domains.model_dump_json()},
-                                batch_format="pyarrow")
+        ds = read_documents(source)
+        if top_fraction is None:
+            ds = _score_and_tag(ds, st, unique)
+        if threshold is not None:
+            ds = ds.map_batches(_above, fn_kwargs={"threshold": threshold}, batch_format="pyarrow")
         ds.write_parquet(curated.uri)
         kept = _count(curated.uri, lambda t: pc.is_valid(t.column("id")), ["id"])
         domains = _domain_counts(curated.uri) if st.domains.enabled else {}
         found = curated.finish({"kept": kept, "quality_threshold": threshold, "domains": domains,
+                                "keep_top_fraction": top_fraction,
                                 "seconds": round(time.perf_counter() - start, 3)})
     if st.quality_model.enabled:
         funnel.append({"stage": "quality_model", "in": n_in, "out": found["kept"],
@@ -208,6 +213,26 @@ def run_corpus_stages(cfg: DataJobConfig, documents_uri: str, input_fingerprint:
     return {"stages": funnel, "documents_out": found["kept"], "domains": found.get("domains", {}),
             "quality_threshold": found.get("quality_threshold"), "curated": curated.uri,
             "fingerprint": fp}
+
+
+def _score_and_tag(ds, st, unique: bool):
+    """Quality scores and domain tags onto the surviving documents (no cut yet)."""
+    import ray
+
+    if unique:
+        ds = _unique(ds)
+    if st.quality_model.enabled:
+        from dataproc.quality import QualityScorer
+
+        ds = ds.map_batches(
+            QualityScorer, fn_constructor_args=(st.quality_model,), batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_cpus()),
+        )
+    if st.domains.enabled:
+        # Tasks, not a second actor pool: two pools holding a CPU each could starve the reads.
+        ds = ds.map_batches(tag_domains, fn_kwargs={"options_json": st.domains.model_dump_json()},
+                            batch_format="pyarrow")
+    return ds
 
 
 @lru_cache(maxsize=4)

@@ -79,9 +79,10 @@ def test_changed_stage_options_refuse_an_old_output(tmp_path, capsys):
     assert "holds documents made with other input.warc/stages options" in capsys.readouterr().err
 
 
-def test_quality_keep_top_fraction_is_refused_by_the_job(tmp_path, capsys):
+def test_quality_threshold_and_top_fraction_are_exclusive(tmp_path, capsys):
     cfg = tmp_path / "q.yaml"
     cfg.write_text(f"input: {{paths: [a.warc.gz]}}\noutput: {{path: {tmp_path}}}\n"
-                   "stages: {quality_model: {enabled: true, model_path: m.npz, keep_top_fraction: 0.3}}\n")
+                   "stages: {quality_model: {enabled: true, model_path: m.npz, threshold: 0.5, keep_top_fraction: 0.3}}\n")
     assert main(["data", "validate", "--config", str(cfg)]) == 2
-    assert "keep_top_fraction is not supported by `data run` yet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "stages.quality_model.keep_top_fraction" in err and "not both" in err

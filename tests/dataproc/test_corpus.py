@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pyarrow.dataset as pads
@@ -10,7 +11,7 @@ import pytest
 from dataproc import shards as shard_format
 from dataproc.config import DataJobConfig
 from dataproc.pipeline import run_data_job
-from dataproc.quality import QualityModel
+from dataproc.quality import QualityModel, quantile_threshold
 from dataproc.samples import write_sample_warc
 from llmforge.cli import main
 from llmforge.common.config import validate_config
@@ -128,3 +129,23 @@ def test_quality_model_stage_scores_and_filters(ray_local, corpus_run, tmp_path)
     curated = _read(tmp_path / "q" / "curated")
     assert curated and all(d["quality_score"] >= 0.5 for d in curated)
     assert result.stats["stages"][-1]["stage"] == "quality_model"
+
+
+def test_quality_keep_top_fraction_is_a_corpus_wide_cut(ray_local, corpus_run, tmp_path):
+    truth, out, _ = corpus_run
+    good = [d["text"] for d in _read(out / "curated")][::2]
+    spam = [" ".join(["cheap", "pills", "casino", "bonus", "click", "now"] * 30) + f" {i}" for i in range(200)]
+    path = tmp_path / "quality.npz"
+    QualityModel().fit(good, spam, epochs=3, seed=0).save(path)
+    result = run_data_job(
+        _config(out.parent / "s.warc.gz", tmp_path / "q", tokenize={"enabled": False},
+                quality_model={"enabled": True, "model_path": str(path), "keep_top_fraction": 0.4}),
+        log=lambda *_: None,
+    )
+    scores = [d["quality_score"] for d in _read(tmp_path / "q" / "corpus" / "scored")]
+    expected = quantile_threshold(scores, 0.4)
+    curated = _read(tmp_path / "q" / "curated")
+    assert result.stats["stages"][-1]["stage"] == "quality_model"
+    assert json.loads((tmp_path / "q" / "curated" / "_SUCCESS").read_text())["quality_threshold"] == expected
+    assert sorted(d["quality_score"] for d in curated) == sorted(s for s in scores if s >= expected)
+    assert len(curated) >= math.ceil(0.4 * len(scores)) and len(curated) < len(scores)
