@@ -494,8 +494,8 @@ def iter_texts(path: str | Path, txt_mode: str = "lines", text_field: str = "tex
         return
     stem = name.removesuffix(".gz")
     is_json = stem.endswith((".jsonl", ".json", ".ndjson"))
-    if not is_json and not stem.endswith(".txt"):
-        raise ValueError(f"{path}: unsupported file type (use .txt, .jsonl, .json.gz, .jsonl.gz or .parquet)")
+    if not is_json and not stem.endswith((".txt", ".raw")):  # .raw: WikiText's raw files
+        raise ValueError(f"{path}: unsupported file type (use .txt, .raw, .jsonl, .json.gz, .jsonl.gz or .parquet)")
     if txt_mode not in ("lines", "paragraphs"):
         raise ValueError(f"txt_mode must be 'lines' or 'paragraphs', got {txt_mode!r}")
     opener = gzip.open if name.endswith(".gz") else open
