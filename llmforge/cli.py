@@ -96,6 +96,49 @@ def cmd_data_inspect(args) -> int:
     return 0
 
 
+def cmd_data_tokenize_text(args) -> int:
+    from dataproc.text_shards import shards_from_text_files
+
+    m = shards_from_text_files(args.input, args.out, vocab_size=args.vocab_size, tokenizer_path=args.tokenizer,
+                               txt_mode=args.txt_mode, shard_tokens=args.shard_tokens)
+    print(f"{m['total_tokens']:,} tokens in {m['total_documents']:,} documents, {len(m['shards'])} shards -> {args.out}")
+    return 0
+
+
+def _train_config(args):
+    from llmforge.common.config import load_config
+    from training.config import PretrainConfig
+
+    return load_config(PretrainConfig, args.config, _parse_set(args.set))
+
+
+def cmd_train_pretrain(args) -> int:
+    from training.trainer import run_pretrain
+
+    cfg = _train_config(args)  # validated before any work starts
+    run_pretrain(cfg, standalone=args.standalone)
+    return 0
+
+
+def cmd_train_validate(args) -> int:
+    from training.config import preflight
+    from training.model import count_parameters, flops_per_token
+
+    cfg = preflight(_train_config(args))
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    print(f"# {count_parameters(cfg.model):,} parameters, "
+          f"{flops_per_token(cfg.model, cfg.data.seq_len):,.0f} training FLOPs per token")
+    return 0
+
+
+def cmd_train_export(args) -> int:
+    from training.export import export_hf
+
+    out = export_hf(args.checkpoint, args.out, tokenizer_path=args.tokenizer)
+    print(f"wrote Hugging Face LlamaForCausalLM to {out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Generate sample WARCs with planted ground truth and run the data job on them."""
     from dataproc.config import DataJobConfig
@@ -186,6 +229,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", help="tokenizer.json to decode samples (checked against the shards)")
     p.add_argument("--samples", type=int, default=3)
     p.set_defaults(func=cmd_data_inspect)
+
+    p = verbs.add_parser("tokenize-text", help="token shards from plain text / JSONL files (no WARC, no Ray)")
+    p.add_argument("--input", nargs="+", required=True, help=".txt[.gz], .jsonl[.gz] (text field) or .parquet files")
+    p.add_argument("--out", required=True, help="shard directory (tokenizer.json is trained into it)")
+    p.add_argument("--tokenizer", help="use this tokenizer.json instead of training one")
+    p.add_argument("--vocab-size", type=int, default=8192)
+    p.add_argument("--txt-mode", choices=("lines", "paragraphs"), default="paragraphs",
+                   help="how a .txt file splits into documents")
+    p.add_argument("--shard-tokens", type=int, default=1 << 24)
+    p.set_defaults(func=cmd_data_tokenize_text)
+
+    train = areas.add_parser("train", help="pretraining on token shards (DeepSpeed ZeRO under Ray Train)")
+    verbs = train.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name, handler, helptext in (
+        ("pretrain", cmd_train_pretrain, "train (resumes from the run's latest checkpoint)"),
+        ("validate", cmd_train_validate, "check a config against its shards; print it with defaults"),
+    ):
+        p = verbs.add_parser(name, help=helptext, description=helptext)
+        p.add_argument("--config", required=True, help="YAML with model, data, optim, train, scaling, run")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set train.max_steps=100")
+        if name == "pretrain":
+            p.add_argument("--standalone", action="store_true",
+                           help="one process, no Ray (debugging, a single GPU box)")
+        p.set_defaults(func=handler)
+    p = verbs.add_parser("export", help="checkpoint -> Hugging Face LlamaForCausalLM (config.json + safetensors)")
+    p.add_argument("checkpoint", help="a checkpoint directory (llmforge.json + deepspeed/)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--tokenizer", help="tokenizer.json to include (default: the one in the checkpoint, if any)")
+    p.set_defaults(func=cmd_train_export)
 
     p = areas.add_parser("demo", help="generate sample WARCs and run the data pipeline end to end")
     p.add_argument("--workdir", default="runs/demo", help="where sample data and outputs go")

@@ -1,0 +1,126 @@
+"""`llmforge train pretrain`: the loop under Ray Train (or standalone), then the loss curve.
+
+    <run.storage_path>/<run.name>/          Ray Train's run dir: checkpoint_* (DeepSpeed dirs)
+    <run.storage_path>/<run.name>/metrics.jsonl, loss.png   rank 0's metrics and the curve
+        (local storage; for s3:// / gs:// they go to runs/train/<name>/ on the driver's node)
+
+Resuming needs nothing: the same command with the same storage path and name continues from
+the latest checkpoint (Ray Train restores it into the workers; standalone reads the dir).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from training.config import PretrainConfig, preflight
+
+
+def run_dir(cfg: PretrainConfig) -> Path:
+    if "://" in cfg.run.storage_path:
+        return Path("runs/train") / cfg.run.name
+    return Path(cfg.run.storage_path).resolve() / cfg.run.name
+
+
+def _worker_env() -> dict[str, str]:
+    # DeepSpeed JIT-builds small C++ ops on first use; one cache for every worker and rerun.
+    cache = os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "llmforge" / "torch_extensions"))
+    env = {"TORCH_EXTENSIONS_DIR": cache, "DS_BUILD_OPS": "0"}
+    from training.loop import KILL_AT_STEP_ENV
+
+    if os.environ.get(KILL_AT_STEP_ENV):
+        env[KILL_AT_STEP_ENV] = os.environ[KILL_AT_STEP_ENV]
+    return env
+
+
+def run_pretrain(cfg: PretrainConfig, standalone: bool = False, log=print) -> dict[str, Any]:
+    """Train (resuming if the run exists); returns the last metrics row."""
+    cfg = preflight(cfg)  # before any worker starts
+    out = run_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    job = {"config": cfg.model_dump(mode="json"), "metrics_path": str(out / "metrics.jsonl"),
+           "env": _worker_env()}
+    if standalone:
+        from training.loop import train_worker
+
+        job["checkpoint_root"] = str(out)
+        last = train_worker(job)
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    else:
+        last = _fit(cfg, job, log)
+    plot_path = plot_losses(out / "metrics.jsonl", out / "loss.png")
+    log(f"train: metrics {out / 'metrics.jsonl'}" + (f", loss curve {plot_path}" if plot_path else ""))
+    return last
+
+
+def _fit(cfg: PretrainConfig, job: dict[str, Any], log) -> dict[str, Any]:
+    import ray
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from llmforge.common.ray_session import init_ray
+    from training.loop import train_worker
+
+    init_ray()
+    storage = cfg.run.storage_path if "://" in cfg.run.storage_path else str(Path(cfg.run.storage_path).resolve())
+    resources = {"CPU": cfg.scaling.cpus_per_worker, **cfg.scaling.resources_per_worker}
+    if cfg.scaling.use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=job,
+        torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            storage_path=storage, name=cfg.run.name,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.num_to_keep),
+        ),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    log(f"train: finished; latest checkpoint {result.checkpoint.path if result.checkpoint else None}")
+    return dict(result.metrics or {})
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Metrics rows by step; a step logged again after a restart keeps its latest row."""
+    if not path.exists():
+        return []
+    rows: dict[int, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows[row["step"]] = row
+    return [rows[s] for s in sorted(rows)]
+
+
+def plot_losses(metrics_path: Path, out: Path) -> Path | None:
+    rows = read_metrics(metrics_path)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="train loss")
+    val = [r for r in rows if "val_loss" in r]
+    if val:
+        ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="validation loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(f"{metrics_path.parent.name}: last loss {rows[-1]['loss']:.3f}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
