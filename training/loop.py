@@ -8,10 +8,12 @@ process group already exists and checkpoints go through `ray.train.report`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -169,39 +171,37 @@ def train_worker(job: dict[str, Any]) -> dict[str, Any]:
     ckpts = RayCheckpoints() if under_ray else LocalCheckpoints(job["checkpoint_root"], cfg.run.num_to_keep)
     torch.manual_seed(cfg.train.seed)  # same initial weights on every rank and every restart
 
-    model = Llama(cfg.model)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
-                                  betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, cfg.train.max_steps, cfg.optim))
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                           config=deepspeed_config(cfg, world, precision))
-    if cfg.train.compile:
-        engine.compile()
-
     train, val = split_train_val(cfg.data.shards, cfg.data.seq_len, cfg.data.val_fraction, cfg.data.val_shards)
     order = GlobalOrder(len(train), cfg.data.seed)
     global_batch, accum = cfg.global_batch(world), cfg.grad_accum(world)
 
-    step = 0
-    latest = ckpts.latest()
-    if latest is not None:
-        from training.safe_load import weights_only_loading
+    with contextlib.ExitStack() as stack:
+        resume = _resume_source(ckpts.latest(), stack, global_batch, world, cfg.train.zero_stage)
+        model = Llama(cfg.model)
+        optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
+                                      betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, cfg.train.max_steps, cfg.optim))
+        ds_config = deepspeed_config(cfg, world, precision)
+        if resume and resume["universal"]:
+            ds_config["checkpoint"] = {"load_universal": True}
+        engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+                                               config=ds_config)
+        step = 0
+        if resume:
+            from training.safe_load import weights_only_loading
 
-        with latest.as_directory() as d:
-            meta = read_meta(d)
-            if meta["global_batch"] != global_batch:
-                raise ValueError(f"checkpoint {d} was trained with a global batch of {meta['global_batch']} "
-                                 f"sequences, this run has {global_batch}: the data position would not be exact; "
-                                 f"set train.global_batch_size to {meta['global_batch']}")
             with weights_only_loading():
-                path, state = engine.load_checkpoint(os.path.join(d, DS_DIR), tag=TAG,
-                                                     load_module_strict=True)
+                path, state = engine.load_checkpoint(resume["dir"], tag=TAG, load_module_strict=True)
             if path is None:
-                raise RuntimeError(f"DeepSpeed found no checkpoint in {d}")
-            step = int(state["step"])
-        if rank == 0:
-            print(f"resumed from step {step} ({d})", flush=True)
+                raise RuntimeError(f"DeepSpeed found no checkpoint in {resume['dir']}")
+            step = int(state["step"]) if state and "step" in state else resume["step"]
+            if rank == 0:
+                print(f"resumed from step {step} ({resume['source']}"
+                      + (f", resharded from {resume['from_world']} workers" if resume["universal"] else "") + ")",
+                      flush=True)
+    if cfg.train.compile:
+        engine.compile()
 
     tokens_per_step = global_batch * cfg.data.seq_len
     fpt = flops_per_token(cfg.model, cfg.data.seq_len)
@@ -264,6 +264,31 @@ def train_worker(job: dict[str, Any]) -> dict[str, Any]:
 
     torch.distributed.barrier()
     return last
+
+
+def _resume_source(latest, stack: contextlib.ExitStack, global_batch: int, world: int,
+                   zero_stage: int) -> dict[str, Any] | None:
+    """Where to load the latest checkpoint from (None: start fresh). A checkpoint written by
+    another number of workers with partitioned state is converted to a universal one."""
+    if latest is None:
+        return None
+    d = stack.enter_context(latest.as_directory())
+    meta = read_meta(d)
+    if meta["global_batch"] != global_batch:
+        raise ValueError(f"checkpoint {d} was trained with a global batch of {meta['global_batch']} sequences, "
+                         f"this run has {global_batch}: the data position would not be exact; set "
+                         f"train.global_batch_size to {meta['global_batch']}")
+    if meta["zero_stage"] != zero_stage:
+        raise ValueError(f"checkpoint {d} was written at ZeRO stage {meta['zero_stage']}, train.zero_stage is "
+                         f"{zero_stage}")
+    info = {"dir": os.path.join(d, DS_DIR), "step": meta["step"], "source": d, "universal": False,
+            "from_world": meta["world_size"]}
+    if meta["world_size"] != world and zero_stage > 0:
+        from training.reshard import to_universal
+
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="llmforge-universal-"))
+        info.update(dir=to_universal(info["dir"], TAG, tmp), universal=True)
+    return info
 
 
 def _grad_norm(engine) -> float:
