@@ -123,7 +123,7 @@ def _removed_rows(t: pa.Table, stage: str) -> pa.Table:
 def _dedup_entry(stage: str, reason: str, n_in: int, info: dict[str, Any]) -> dict[str, Any]:
     removed = info["duplicates"]
     return {"stage": stage, "in": n_in, "out": n_in - removed,
-            "dropped": {reason: removed} if removed else {}, "seconds": info["seconds"]}
+            "dropped": {reason: removed} if removed else {}, "seconds": info.get("seconds", 0.0)}
 
 
 def _unique(ds):
@@ -209,7 +209,7 @@ def run_corpus_stages(cfg: DataJobConfig, documents_uri: str, input_fingerprint:
     if st.quality_model.enabled:
         funnel.append({"stage": "quality_model", "in": n_in, "out": found["kept"],
                        "dropped": {"low_score": n_in - found["kept"]} if n_in > found["kept"] else {},
-                       "seconds": found["seconds"]})
+                       "seconds": found.get("seconds", 0.0)})
     return {"stages": funnel, "documents_out": found["kept"], "domains": found.get("domains", {}),
             "quality_threshold": found.get("quality_threshold"), "curated": curated.uri,
             "fingerprint": fp}

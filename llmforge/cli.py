@@ -132,9 +132,16 @@ def cmd_train_validate(args) -> int:
 
 
 def cmd_train_export(args) -> int:
+    from training.checkpoint import META, latest_checkpoint
     from training.export import export_hf
 
-    out = export_hf(args.checkpoint, args.out, tokenizer_path=args.tokenizer)
+    ckpt = Path(args.checkpoint)
+    if not (ckpt / META).exists():  # a run directory: take its latest checkpoint
+        latest = latest_checkpoint(ckpt)
+        if latest is None:
+            raise ValueError(f"{ckpt}: neither a checkpoint ({META} missing) nor a run directory with checkpoints")
+        ckpt = latest
+    out = export_hf(ckpt, args.out, tokenizer_path=args.tokenizer, overwrite=args.overwrite)
     print(f"wrote Hugging Face LlamaForCausalLM to {out}")
     return 0
 
@@ -173,6 +180,20 @@ def cmd_demo(args) -> int:
     )
     print(f"demo: {args.files} sample WARC files in {warcs}, config {config}")
     run_data_job(cfg)
+    if args.skip_train:
+        return 0
+    from training.checkpoint import latest_checkpoint
+    from training.config import PretrainConfig
+    from training.export import export_hf
+    from training.trainer import run_dir, run_pretrain
+
+    train_cfg = load_config(PretrainConfig, args.train_config, {
+        "data.shards": str(work / "output" / "shards"), "run.storage_path": str(work / "train")})
+    print(f"demo: pretraining on {work / 'output' / 'shards'}, config {args.train_config}")
+    run_pretrain(train_cfg)
+    hf = work / "hf"
+    export_hf(latest_checkpoint(run_dir(train_cfg)), hf, overwrite=True)
+    print(f"demo: exported the trained model to {hf} (transformers.AutoModelForCausalLM.from_pretrained)")
     return 0
 
 
@@ -255,16 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
                            help="one process, no Ray (debugging, a single GPU box)")
         p.set_defaults(func=handler)
     p = verbs.add_parser("export", help="checkpoint -> Hugging Face LlamaForCausalLM (config.json + safetensors)")
-    p.add_argument("checkpoint", help="a checkpoint directory (llmforge.json + deepspeed/)")
+    p.add_argument("checkpoint", help="a checkpoint directory (llmforge.json + deepspeed/) or a run directory "
+                   "(its latest checkpoint)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--tokenizer", help="tokenizer.json to include (default: the one in the checkpoint, if any)")
     p.set_defaults(func=cmd_train_export)
 
-    p = areas.add_parser("demo", help="generate sample WARCs and run the data pipeline end to end")
+    p = areas.add_parser("demo", help="sample WARCs -> data pipeline -> token shards -> pretraining -> HF export")
     p.add_argument("--workdir", default="runs/demo", help="where sample data and outputs go")
     p.add_argument("--files", type=int, default=4, help="number of sample WARC files")
     p.add_argument("--docs", type=int, default=400, help="article pages per file")
     p.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "cluster" / "jobs" / "data_demo.yaml"))
+    p.add_argument("--train-config", default=str(Path(__file__).resolve().parent.parent / "cluster" / "jobs" /
+                                                  "pretrain_demo.yaml"))
+    p.add_argument("--skip-train", action="store_true", help="only the data pipeline")
     p.set_defaults(func=cmd_demo)
     return parser
 

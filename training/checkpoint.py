@@ -3,6 +3,7 @@ standalone, a local directory. Either way a checkpoint directory is
 
     llmforge.json     step, samples consumed, global batch, world size, model config
     deepspeed/        engine.save_checkpoint(..., tag="checkpoint"): every rank writes its part
+    tokenizer.json    the shards' tokenizer, when known
 
 and resuming loads the latest one.
 """
@@ -18,16 +19,26 @@ from typing import Any
 TAG = "checkpoint"
 META = "llmforge.json"
 DS_DIR = "deepspeed"
+TOKENIZER = "tokenizer.json"
 
 
 def save_to(directory: str, engine, meta: dict[str, Any], rank: int) -> None:
     engine.save_checkpoint(os.path.join(directory, DS_DIR), tag=TAG, client_state={"step": meta["step"]})
     if rank == 0:
+        tokenizer = meta.get("data", {}).get("tokenizer")
+        if tokenizer and os.path.exists(tokenizer):  # so `train export` finds it
+            shutil.copyfile(tokenizer, os.path.join(directory, TOKENIZER))
         Path(directory, META).write_text(json.dumps(meta, indent=1))
 
 
 def read_meta(directory: str) -> dict[str, Any]:
     return json.loads(Path(directory, META).read_text())
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The highest-step finished checkpoint directory of a run (Ray Train's or standalone)."""
+    found = [(read_meta(str(p))["step"], p) for p in Path(run_dir).glob("checkpoint_*") if (p / META).is_file()]
+    return max(found)[1] if found else None
 
 
 class RayCheckpoints:

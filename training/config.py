@@ -6,6 +6,7 @@ before Ray Train starts anything, naming the key.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -18,6 +19,8 @@ class DataConfig(StrictModel):
     shards: str = Field(description="token shard directory (a data run's shards/, with manifest.json)")
     val_shards: str | None = Field(default=None, description="held-out shard directory; None = the last "
                                    "val_fraction of `shards`")
+    tokenizer: str | None = Field(default=None, description="tokenizer.json of the shards (copied into "
+                                  "checkpoints for export); None = found next to the shards")
     seq_len: int = Field(default=256, gt=0, description="tokens per training sequence")
     val_fraction: float = Field(default=0.01, ge=0.0, lt=1.0)
     seed: int = 0
@@ -138,8 +141,32 @@ def preflight(cfg: PretrainConfig) -> PretrainConfig:
                          f"{shard_vocab} ({cfg.data.shards}): token ids would index past the embedding")
     if "val_shards" in manifests and manifests["val_shards"].get("tokenizer_sha256") != manifest.get("tokenizer_sha256"):
         raise ValueError("data.val_shards were made with another tokenizer than data.shards")
+    if cfg.data.tokenizer:
+        try:
+            shard_format.check_tokenizer_matches(manifest, cfg.data.tokenizer)
+        except (ValueError, FileNotFoundError, OSError) as err:
+            raise ValueError(f"data.tokenizer: {err}") from None
+    else:
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tokenizer": _find_tokenizer(cfg.data.shards, manifest)})})
     needed = cfg.data.seq_len + 1
     if manifest["total_tokens"] < needed * 2:
         raise ValueError(f"data.shards: {manifest['total_tokens']} tokens is too few for data.seq_len "
                          f"{cfg.data.seq_len} (need at least two sequences)")
     return cfg
+
+
+def _find_tokenizer(shards: str, manifest: dict) -> str | None:
+    """tokenizer.json in the shard dir (tokenize-text) or its parent (data run), if it is the
+    one the shards were made with."""
+    from dataproc import shards as shard_format
+
+    if "://" in shards:
+        return None
+    for candidate in (Path(shards) / "tokenizer.json", Path(shards).parent / "tokenizer.json"):
+        if candidate.exists():
+            try:
+                shard_format.check_tokenizer_matches(manifest, str(candidate))
+                return str(candidate.resolve())
+            except ValueError:
+                continue
+    return None
