@@ -881,3 +881,20 @@ def read_html_gz_pages(directory: str | PathLike) -> list[tuple[str, bytes]]:
     for p in sorted(Path(directory).glob("*.html.gz")):
         pages.append((f"https://eval-{p.name.split('.')[0][:8]}.example/{p.name[:-3]}", gzip.decompress(p.read_bytes())))
     return pages
+
+
+def generated_documents(n_docs: int, seed: int = 0) -> list[str]:
+    """English-looking documents over a Zipf-distributed vocabulary of made-up words: text a
+    tokenizer and a language model can learn, for tests and benchmarks without real data."""
+    rng = random.Random(seed)
+    syllables = ["th", "e", "an", "re", "in", "on", "at", "er", "st", "ou", "ing", "al", "ed", "or", "es", "is"]
+    words = sorted({"".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))) for _ in range(3000)})
+    weights = [1.0 / (rank + 1) for rank in range(len(words))]
+    docs = []
+    for _ in range(n_docs):
+        sentences = []
+        for _ in range(rng.randint(1, 6)):
+            ws = rng.choices(words, weights, k=rng.randint(3, 15))
+            sentences.append(" ".join(ws).capitalize() + rng.choice([".", ".", "!", "?"]))
+        docs.append(" ".join(sentences))
+    return docs

@@ -75,7 +75,7 @@ class RunOptions(StrictModel):
     name: str = "pretrain"
     max_failures: int = Field(default=2, ge=-1, description="worker-group restarts from the last checkpoint; -1 = unlimited")
     num_to_keep: int | None = Field(default=2, gt=0, description="checkpoints kept; None = all")
-    tensorboard: bool = False
+    tensorboard: bool = Field(default=False, description="also write TensorBoard events to <run dir>/tensorboard")
 
 
 class PretrainConfig(StrictModel):

@@ -99,10 +99,15 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 class MetricsLog:
     """Rank 0's metrics: one JSON line per log step, and gauges on the Ray dashboard."""
 
-    def __init__(self, path: str | None, rank: int, under_ray: bool):
+    def __init__(self, path: str | None, rank: int, under_ray: bool, tensorboard: bool = False):
         self.path = Path(path) if path and rank == 0 else None
+        self.tb = None
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if tensorboard:
+                from tensorboardX import SummaryWriter
+
+                self.tb = SummaryWriter(logdir=str(self.path.parent / "tensorboard"))
         self.gauges = {}
         if under_ray and rank == 0:
             try:
@@ -120,6 +125,11 @@ class MetricsLog:
         for key, gauge in self.gauges.items():
             if key in row and row[key] is not None:
                 gauge.set(float(row[key]))
+        if self.tb is not None:
+            for key, value in row.items():
+                if key not in ("step", "time") and isinstance(value, (int, float)):
+                    self.tb.add_scalar(f"train/{key}", value, global_step=row["step"])
+            self.tb.flush()
 
 
 def _maybe_kill(step: int, rank: int, metrics_path: str | None) -> None:
@@ -161,7 +171,7 @@ def train_worker(job: dict[str, Any]) -> dict[str, Any]:
         os.environ.setdefault(key, value)
     cfg = PretrainConfig.model_validate(job["config"])
     metrics_path = job.get("metrics_path")
-    under_ray = _under_ray_train()
+    under_ray = not job.get("standalone") and _under_ray_train()  # standalone never imports Ray
     device = _device(cfg)
     threads = cfg.train.threads or max(1, int(cfg.scaling.cpus_per_worker))
     if device.type == "cpu":
@@ -206,7 +216,7 @@ def train_worker(job: dict[str, Any]) -> dict[str, Any]:
     tokens_per_step = global_batch * cfg.data.seq_len
     fpt = flops_per_token(cfg.model, cfg.data.seq_len)
     peak, peak_source = peak_flops(device, precision)
-    log = MetricsLog(metrics_path, rank, under_ray)
+    log = MetricsLog(metrics_path, rank, under_ray, tensorboard=cfg.run.tensorboard)
     if rank == 0:
         print(f"model {count_parameters(cfg.model) / 1e6:.2f}M params, {fpt / 1e6:.1f} MFLOPs/token; "
               f"world {world}, global batch {global_batch} = {cfg.train.micro_batch_size} x {accum} accum x "

@@ -44,7 +44,7 @@ def run_pretrain(cfg: PretrainConfig, standalone: bool = False, log=print) -> di
     if standalone:
         from training.loop import train_worker
 
-        job["checkpoint_root"] = str(out)
+        job["checkpoint_root"], job["standalone"] = str(out), True
         last = train_worker(job)
         import torch.distributed as dist
 

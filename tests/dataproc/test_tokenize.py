@@ -23,6 +23,7 @@ from dataproc.tokenize import (
     train_tokenizer,
     write_shards_from_batches,
 )
+from dataproc.samples import generated_documents
 from tests.conftest import shared_data
 
 TRICKY = [
@@ -40,19 +41,7 @@ TRICKY = [
 
 @functools.lru_cache(maxsize=None)
 def generated_corpus(n_docs: int, seed: int = 0) -> list[str]:
-    """English-looking documents over a Zipf-distributed vocabulary of made-up words."""
-    rng = random.Random(seed)
-    syllables = ["th", "e", "an", "re", "in", "on", "at", "er", "st", "ou", "ing", "al", "ed", "or", "es", "is"]
-    words = sorted({"".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))) for _ in range(3000)})
-    weights = [1.0 / (rank + 1) for rank in range(len(words))]
-    docs = []
-    for _ in range(n_docs):
-        sentences = []
-        for _ in range(rng.randint(1, 6)):
-            ws = rng.choices(words, weights, k=rng.randint(3, 15))
-            sentences.append(" ".join(ws).capitalize() + rng.choice([".", ".", "!", "?"]))
-        docs.append(" ".join(sentences))
-    return docs
+    return generated_documents(n_docs, seed)
 
 
 @pytest.fixture(scope="module")

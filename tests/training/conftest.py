@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
 import pytest
@@ -12,18 +11,11 @@ from tests.conftest import SHARED_DATA
 REAL_TEXT = ["tinyshakespeare_input.txt", "wikitext-2-raw_wiki.test.raw"]
 
 
-def generated_text(path: Path, n_docs: int = 3000, seed: int = 0) -> Path:
-    """English-looking paragraphs over a Zipf vocabulary of made-up words (learnable, not real)."""
-    rng = random.Random(seed)
-    syllables = ["th", "e", "an", "re", "in", "on", "at", "er", "st", "ou", "ing", "al", "ed", "or", "es", "is"]
-    words = sorted({"".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))) for _ in range(2000)})
-    weights = [1.0 / (r + 1) for r in range(len(words))]
-    docs = []
-    for _ in range(n_docs):
-        sentences = [" ".join(rng.choices(words, weights, k=rng.randint(3, 15))).capitalize() + "."
-                     for _ in range(rng.randint(2, 8))]
-        docs.append(" ".join(sentences))
-    path.write_text("\n\n".join(docs))
+def generated_text(path: Path, n_docs: int = 6000, seed: int = 0) -> Path:
+    """Generated English-looking paragraphs (learnable, not real) in one text file."""
+    from dataproc.samples import generated_documents
+
+    path.write_text("\n\n".join(generated_documents(n_docs, seed)))
     return path
 
 
