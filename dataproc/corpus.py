@@ -88,8 +88,6 @@ def read_documents(uri: str, columns: list[str] | None = None):
 
 def _count(uri: str, predicate: Callable[[pa.Table], pa.Array], columns: list[str]) -> int:
     """Rows of the Parquet dataset at `uri` matching `predicate` (only `columns` are read)."""
-    import ray
-
     ds = read_documents(uri, columns=columns)
     counted = ds.map_batches(
         lambda t: pa.table({"n": [int(pc.sum(predicate(t).cast(pa.int64())).as_py() or 0)]}),
@@ -132,7 +130,6 @@ def _unique(ds):
 
 def run_corpus_stages(cfg: DataJobConfig, documents_uri: str, input_fingerprint: str, log=print) -> dict[str, Any]:
     """Run the enabled corpus stages over `documents_uri`; returns their funnel entries."""
-    import ray
 
     from dataproc.dedup.exact import exact_duplicates
     from dataproc.dedup.lsh import minhash_duplicates
@@ -265,7 +262,5 @@ def _cpus() -> int:
 
 
 def _domain_counts(uri: str) -> dict[str, int]:
-    import ray
-
     rows = read_documents(uri, columns=["domain"]).groupby("domain").count().take_all()
     return {r["domain"]: int(r["count()"]) for r in rows}
