@@ -102,10 +102,9 @@ def run_llmforge(inputs: Path, out: Path, cores: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     wall, peak, log = timed(
-        [str(REPO / ".venv/bin/llmforge"), "data", "run", "--config", "cluster/jobs/data_demo.yaml",
+        [str(REPO / ".venv/bin/llmforge"), "data", "run", "--config", str(REPO / "infra/bench/data_first_half.yaml"),
          "--input", str(inputs), "--output", str(out),
-         "--set", f"execution.num_cpus={cores}", "--set", "output.write_dropped=false",
-         "--set", "execution.dashboard=false"],
+         "--set", f"execution.num_cpus={cores}", "--set", "execution.dashboard=false"],
         env=env,
     )
     stats = json.loads((out / "stats.json").read_text())
