@@ -5,6 +5,7 @@ Handlers import their packages lazily: `llmforge --help` starts neither torch no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -131,19 +132,51 @@ def cmd_train_validate(args) -> int:
     return 0
 
 
-def cmd_train_export(args) -> int:
+def _checkpoint_dir(path: str) -> Path:
+    """A checkpoint directory, or a run directory standing for its latest checkpoint."""
     from training.checkpoint import META, latest_checkpoint
-    from training.export import export_hf
 
-    ckpt = Path(args.checkpoint)
-    if not (ckpt / META).exists():  # a run directory: take its latest checkpoint
+    ckpt = Path(path)
+    if not (ckpt / META).exists():
         latest = latest_checkpoint(ckpt)
         if latest is None:
             raise ValueError(f"{ckpt}: neither a checkpoint ({META} missing) nor a run directory with checkpoints")
         ckpt = latest
-    out = export_hf(ckpt, args.out, tokenizer_path=args.tokenizer, overwrite=args.overwrite)
+    return ckpt
+
+
+def cmd_train_export(args) -> int:
+    from training.export import export_hf
+
+    out = export_hf(_checkpoint_dir(args.checkpoint), args.out, tokenizer_path=args.tokenizer,
+                    overwrite=args.overwrite)
     print(f"wrote Hugging Face LlamaForCausalLM to {out}")
     return 0
+
+
+def cmd_train_sample(args) -> int:
+    from training.generate import SamplingParams
+
+    params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, seed=args.seed)
+    _print_samples(_checkpoint_dir(args.checkpoint), args.prompt, params, args.device, args.tokenizer)
+    return 0
+
+
+def _print_samples(ckpt: Path, prompts: list[str], params, device: str = "cpu", tokenizer: str | None = None) -> None:
+    from tokenizers import Tokenizer
+
+    from training.export import TOKENIZER, load_model
+    from training.generate import complete_texts
+
+    tokenizer_path = Path(tokenizer) if tokenizer else ckpt / TOKENIZER
+    if not tokenizer_path.exists():
+        raise ValueError(f"{ckpt} carries no {TOKENIZER}; pass --tokenizer")
+    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed's checkpoint reader talks on stdout
+        model = load_model(ckpt, device=device)
+    texts = complete_texts(model, Tokenizer.from_file(str(tokenizer_path)), prompts, params)
+    for prompt, text in zip(prompts, texts):
+        print(f"--- {prompt!r}\n{prompt}{text}")
 
 
 def cmd_demo(args) -> int:
@@ -192,8 +225,13 @@ def cmd_demo(args) -> int:
     print(f"demo: pretraining on {work / 'output' / 'shards'}, config {args.train_config}")
     run_pretrain(train_cfg)
     hf = work / "hf"
-    export_hf(latest_checkpoint(run_dir(train_cfg)), hf, overwrite=True)
+    ckpt = latest_checkpoint(run_dir(train_cfg))
+    export_hf(ckpt, hf, overwrite=True)
     print(f"demo: exported the trained model to {hf} (transformers.AutoModelForCausalLM.from_pretrained)")
+    print(f"demo: a sample (llmforge train sample {run_dir(train_cfg)} --prompt 'The city'):")
+    from training.generate import SamplingParams
+
+    _print_samples(ckpt, ["The city"], SamplingParams(max_new_tokens=40, temperature=0.8))
     return 0
 
 
@@ -282,6 +320,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--tokenizer", help="tokenizer.json to include (default: the one in the checkpoint, if any)")
     p.set_defaults(func=cmd_train_export)
+
+    p = verbs.add_parser("sample", help="continue prompts with a checkpoint (KV-cache decoding)",
+                         description="continue prompts with a checkpoint (KV-cache decoding)")
+    p.add_argument("checkpoint", help="a checkpoint directory or a run directory (its latest checkpoint)")
+    p.add_argument("--prompt", action="append", required=True, help="text to continue; repeat for a batch")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--tokenizer", help="tokenizer.json (default: the one in the checkpoint)")
+    p.set_defaults(func=cmd_train_sample)
 
     p = areas.add_parser("demo", help="sample WARCs -> data pipeline -> token shards -> pretraining -> HF export")
     p.add_argument("--workdir", default="runs/demo", help="where sample data and outputs go")

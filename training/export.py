@@ -57,6 +57,14 @@ def load_model_state(ckpt_dir: str | os.PathLike) -> tuple[ModelConfig, dict[str
     return cfg, _complete_state(cfg, state, source=str(tag_dir))
 
 
+def load_model(ckpt_dir: str | os.PathLike, device: str = "cpu") -> Llama:
+    """A `Llama` in eval mode with a checkpoint's fp32 weights."""
+    cfg, state = load_model_state(ckpt_dir)
+    model = Llama(cfg)
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
 def _complete_state(cfg: ModelConfig, state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
     """Check `state` against the shapes `cfg` implies and make it fp32. A mismatch means the
     checkpoint and its llmforge.json disagree, and an export would be silently wrong."""

@@ -120,17 +120,42 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.dim, cfg.kv_heads * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: "LayerCache | None" = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Training: `cache` and `mask` None, plain causal attention over `x`. Decoding: the new
+        keys/values are appended to `cache`, and `mask` (batch, 1, new, cached + new), True =
+        attend, says which cached positions each new token sees."""
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.append(k, v)
         if self.n_kv != self.n_heads:  # GQA: each kv head serves n_heads / n_kv query heads
             k = k.repeat_interleave(self.n_heads // self.n_kv, dim=1)
             v = v.repeat_interleave(self.n_heads // self.n_kv, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
+
+
+class LayerCache:
+    """One layer's keys and values, preallocated for `max_len` positions; `length` are filled."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor):
+        self.k, self.v, self.length = k, v, 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.length + k.shape[2]
+        if end > self.k.shape[2]:
+            raise ValueError(f"KV cache holds {self.k.shape[2]} positions; {end} needed")
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
 
 
 class MLP(nn.Module):
@@ -152,8 +177,9 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: LayerCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -205,6 +231,27 @@ class Llama(nn.Module):
             return logits
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
+
+    def new_cache(self, batch: int, max_len: int) -> list[LayerCache]:
+        """Empty per-layer KV caches for decoding `batch` sequences of up to `max_len` tokens."""
+        if max_len > self.cfg.max_seq_len:
+            raise ValueError(f"{max_len} positions requested; model.max_seq_len is {self.cfg.max_seq_len}")
+        w = self.model.embed_tokens.weight
+        shape = (batch, self.cfg.kv_heads, max_len, self.cfg.head_dim)
+        return [LayerCache(w.new_zeros(shape), w.new_zeros(shape)) for _ in self.model.layers]
+
+    def forward_cached(self, ids: torch.Tensor, positions: torch.Tensor, cache: list[LayerCache],
+                       mask: torch.Tensor) -> torch.Tensor:
+        """Logits for `ids` (batch, new) at rotary `positions` (batch, new), attending to what
+        `cache` holds plus themselves as `mask` (batch, 1, new, cached + new) allows; the new
+        keys and values are appended to `cache`. Per-row positions let left-padded prompts of
+        different lengths share a batch."""
+        x = self.model.embed_tokens(ids)
+        cos = self.rope_cos[positions].unsqueeze(1).to(x.dtype)  # (batch, 1, new, head_dim)
+        sin = self.rope_sin[positions].unsqueeze(1).to(x.dtype)
+        for block, layer_cache in zip(self.model.layers, cache):
+            x = block(x, cos, sin, layer_cache, mask)
+        return self.lm_head(self.model.norm(x))
 
 
 def count_parameters(cfg: ModelConfig, include_embedding: bool = True) -> int:

@@ -55,3 +55,22 @@ def test_standalone_trains_resumes_and_exports(text_shards, tmp_path):
     files = {p.name for p in (tmp_path / "hf").iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= files
     assert json.loads((tmp_path / "hf" / "llmforge.json").read_text())["step"] == 9
+
+    prompts = ["The king", "It was"]
+    sample = subprocess.run([sys.executable, "-m", "llmforge.cli", "train", "sample", str(run), "--temperature", "0",
+                             "--max-new-tokens", "12", *[a for p in prompts for a in ("--prompt", p)]],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert sample.returncode == 0, sample.stderr[-3000:]
+    from tokenizers import Tokenizer
+
+    from training.export import load_model
+    from training.generate import SamplingParams, complete_texts
+
+    ckpt = run / "checkpoint_00000009"
+    texts = complete_texts(load_model(ckpt), Tokenizer.from_file(str(ckpt / "tokenizer.json")), prompts,
+                           SamplingParams(max_new_tokens=12, temperature=0.0))
+    assert all(t.strip() for t in texts)  # 9 steps of training: not text yet, but tokens
+    assert sample.stdout == "".join(f"--- {p!r}\n{p}{t}\n" for p, t in zip(prompts, texts))
+    bad = subprocess.run([sys.executable, "-m", "llmforge.cli", "train", "sample", str(run), "--prompt", "x",
+                          "--top-p", "2"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "top_p" in bad.stderr, bad.stderr[-2000:]

@@ -1,0 +1,119 @@
+"""Autoregressive decoding with a KV cache: greedy or sampled (temperature, top-k, top-p).
+
+Prompts of different lengths share a batch by left padding: each row gets its own rotary
+positions (counting from its first real token) and a key mask that hides its padding, so a row
+decodes exactly as it would alone. Used by `llmforge train sample`, and meant for RL rollouts
+and generative evaluation, which need the chosen tokens' log-probabilities too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from llmforge.common.config import StrictModel
+from training.model import Llama
+
+
+class SamplingParams(StrictModel):
+    max_new_tokens: int = Field(default=64, gt=0)
+    temperature: float = Field(default=1.0, ge=0.0, description="0 = greedy")
+    top_k: int | None = Field(default=None, gt=0, description="keep the k most likely tokens")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="nucleus: smallest set with this much mass")
+    stop_token_ids: list[int] = Field(default_factory=list, description="end a row after emitting one of these")
+    seed: int = 0
+
+
+@dataclass
+class Generation:
+    tokens: list[int]  # the completion; a stop token that ended it is included
+    logprobs: list[float]  # each chosen token's log-probability under softmax(logits / temperature)
+    finish_reason: Literal["stop", "length"]
+
+
+@torch.no_grad()
+def generate(model: Llama, prompts: list[list[int]], params: SamplingParams, pad_id: int = 0) -> list[Generation]:
+    """Continue each prompt (token ids) by up to `params.max_new_tokens` tokens."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    device = model.rope_cos.device
+    batch, width = len(prompts), max(len(p) for p in prompts)
+    total = width + params.max_new_tokens - 1  # the last chosen token is never fed back
+    if total > model.cfg.max_seq_len:
+        raise ValueError(f"longest prompt ({width} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds "
+                         f"model.max_seq_len {model.cfg.max_seq_len}")
+    was_training = model.training
+    model.eval()
+    ids = torch.full((batch, width), pad_id, dtype=torch.long, device=device)
+    key_valid = torch.ones(batch, total, dtype=torch.bool, device=device)
+    lengths = torch.tensor([len(p) for p in prompts], device=device)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(prompt, device=device)
+        key_valid[row, :width - len(prompt)] = False
+    pad = (width - lengths).unsqueeze(1)
+    positions = (torch.arange(width, device=device).unsqueeze(0) - pad).clamp(min=0)
+    causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+    # A padding query may see only itself: a row of all-False would make SDPA return NaN.
+    mask = causal & (key_valid[:, None, :width] | torch.eye(width, dtype=torch.bool, device=device))
+    cache = model.new_cache(batch, total)
+    logits = model.forward_cached(ids, positions, cache, mask.unsqueeze(1))[:, -1]
+
+    generator = torch.Generator(device=device).manual_seed(params.seed)
+    stop = torch.tensor(params.stop_token_ids or [-1], device=device)
+    out_tokens, out_logprobs = [[] for _ in prompts], [[] for _ in prompts]
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    stopped = torch.zeros(batch, dtype=torch.bool, device=device)
+    for step in range(params.max_new_tokens):
+        token, logprob = _choose(logits.float(), params, generator)
+        for row in (~done).nonzero().flatten().tolist():
+            out_tokens[row].append(int(token[row]))
+            out_logprobs[row].append(float(logprob[row]))
+        hit = torch.isin(token, stop) & ~done
+        stopped |= hit
+        done |= hit
+        if bool(done.all()) or step == params.max_new_tokens - 1:
+            break
+        length = width + step + 1
+        step_mask = key_valid[:, None, None, :length]
+        logits = model.forward_cached(token.unsqueeze(1), (lengths + step).unsqueeze(1), cache, step_mask)[:, -1]
+    model.train(was_training)
+    return [Generation(out_tokens[r], out_logprobs[r], "stop" if bool(stopped[r]) else "length")
+            for r in range(batch)]
+
+
+def _choose(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row and its log-probability (before top-k/top-p truncation)."""
+    if params.temperature == 0.0:
+        token = logits.argmax(-1)
+        return token, torch.log_softmax(logits, -1).gather(-1, token[:, None]).squeeze(-1)
+    scaled = logits / params.temperature
+    logprobs = torch.log_softmax(scaled, -1)
+    keep = torch.ones_like(scaled, dtype=torch.bool)
+    if params.top_k is not None and params.top_k < scaled.shape[-1]:
+        kth = scaled.topk(params.top_k, dim=-1).values[:, -1:]
+        keep &= scaled >= kth
+    if params.top_p < 1.0:  # on what top-k left, renormalised (the order Hugging Face applies them)
+        probs, order = torch.softmax(scaled.masked_fill(~keep, float("-inf")), -1).sort(-1, descending=True)
+        mass_before = probs.cumsum(-1) - probs  # a token stays while the mass above it is < top_p
+        keep &= torch.zeros_like(keep).scatter(-1, order, mass_before < params.top_p)
+    probs = torch.where(keep, logprobs.exp(), torch.zeros_like(scaled))
+    token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
+
+
+def complete_texts(model: Llama, tokenizer, prompts: list[str], params: SamplingParams) -> list[str]:
+    """Text continuations. Each prompt starts after a document boundary, as documents did in
+    pretraining, and a row stops at the next boundary unless `params.stop_token_ids` says
+    otherwise. `tokenizer` is a `tokenizers.Tokenizer` (the one the shards were made with)."""
+    from dataproc.tokenize import EOS_TOKEN
+
+    eos = tokenizer.token_to_id(EOS_TOKEN)
+    start = [eos] if eos is not None else []
+    ids = [start + tokenizer.encode(p, add_special_tokens=False).ids for p in prompts]
+    if not params.stop_token_ids and eos is not None:
+        params = params.model_copy(update={"stop_token_ids": [eos]})
+    out = generate(model, ids, params, pad_id=eos if eos is not None else 0)
+    return [tokenizer.decode(g.tokens, skip_special_tokens=True) for g in out]
+
