@@ -62,25 +62,24 @@ def generate(model: Llama, prompts: list[list[int]], params: SamplingParams, pad
 
     generator = torch.Generator(device=device).manual_seed(params.seed)
     stop = torch.tensor(params.stop_token_ids or [-1], device=device)
-    out_tokens, out_logprobs = [[] for _ in prompts], [[] for _ in prompts]
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    chosen, chosen_logprobs = [], []
     stopped = torch.zeros(batch, dtype=torch.bool, device=device)
     for step in range(params.max_new_tokens):
         token, logprob = _choose(logits.float(), params, generator)
-        for row in (~done).nonzero().flatten().tolist():
-            out_tokens[row].append(int(token[row]))
-            out_logprobs[row].append(float(logprob[row]))
-        hit = torch.isin(token, stop) & ~done
-        stopped |= hit
-        done |= hit
-        if bool(done.all()) or step == params.max_new_tokens - 1:
+        chosen.append(token)
+        chosen_logprobs.append(logprob)
+        stopped |= torch.isin(token, stop)
+        if bool(stopped.all()) or step == params.max_new_tokens - 1:
             break
-        length = width + step + 1
-        step_mask = key_valid[:, None, None, :length]
+        # A stopped row keeps decoding with the others; what it adds is cut off below.
+        step_mask = key_valid[:, None, None, :width + step + 1]
         logits = model.forward_cached(token.unsqueeze(1), (lengths + step).unsqueeze(1), cache, step_mask)[:, -1]
     model.train(was_training)
-    return [Generation(out_tokens[r], out_logprobs[r], "stop" if bool(stopped[r]) else "length")
-            for r in range(batch)]
+    tokens, logprobs = torch.stack(chosen, 1), torch.stack(chosen_logprobs, 1)
+    is_stop = torch.isin(tokens, stop)
+    kept = torch.where(is_stop.any(1), is_stop.int().argmax(1) + 1, tokens.shape[1]).tolist()
+    return [Generation(t[:n], lp[:n], "stop" if stop_hit else "length")
+            for t, lp, n, stop_hit in zip(tokens.tolist(), logprobs.tolist(), kept, is_stop.any(1).tolist())]
 
 
 def _choose(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
