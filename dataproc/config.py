@@ -11,19 +11,21 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from dataproc.dedup.minhash import MinHashOptions
-from dataproc.domains import DomainOptions, MixtureOptions
-from dataproc.extract import ExtractOptions
-from dataproc.filters.base import StageOptions
-from dataproc.filters.c4 import C4Options
-from dataproc.filters.fineweb import FineWebOptions
-from dataproc.filters.gopher import GopherQualityOptions, GopherRepetitionOptions
-from dataproc.filters.language import LanguageOptions
-from dataproc.filters.pii import PiiOptions
-from dataproc.filters.url import UrlFilterOptions
-from dataproc.quality import QualityModelOptions
-from dataproc.tokenize import TokenizeOptions, TokenizerTrainOptions
-from dataproc.warc_records import WarcReadOptions
+from dataproc.corpus.dedup.minhash import MinHashOptions
+from dataproc.corpus.domains import DomainOptions
+from dataproc.tokenization.mixture import MixtureOptions
+from dataproc.documents.extract import ExtractOptions
+from dataproc.options import StageOptions
+from dataproc.documents.filters.c4 import C4Options
+from dataproc.documents.filters.fineweb import FineWebOptions
+from dataproc.documents.filters.gopher import GopherQualityOptions, GopherRepetitionOptions
+from dataproc.documents.filters.language import LanguageOptions
+from dataproc.documents.filters.pii import PiiOptions
+from dataproc.documents.filters.url import UrlFilterOptions
+from dataproc.corpus.quality.stage import QualityModelOptions
+from dataproc.tokenization.encode import TokenizeOptions
+from dataproc.tokenization.tokenizer import TokenizerTrainOptions
+from dataproc.reading.records import WarcReadOptions
 from llmforge.common.config import StrictModel
 
 # Per-document stages: each input file is processed on its own (see `pipeline`).

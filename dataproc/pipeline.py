@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from dataproc.config import DataJobConfig
-from dataproc.corpus import run_corpus_stages
-from dataproc.funnel_plot import plot_funnel
-from dataproc.ledger import Layout
-from dataproc.sources import resolve_inputs, source_key
-from dataproc.shard_job import run_tokenize
-from dataproc.stages import DocumentStages
-from dataproc.stats import build_funnel, format_funnel
+from dataproc.corpus.runner import run_corpus_stages
+from dataproc.outputs.funnel_plot import plot_funnel
+from dataproc.outputs.ledger import Layout
+from dataproc.reading.inputs import resolve_inputs, source_key
+from dataproc.tokenization.job import run_tokenize
+from dataproc.documents.runner import DocumentStages
+from dataproc.outputs.funnel import build_funnel, format_funnel
 from llmforge.common import fs
 from llmforge.common.ray_session import init_ray
 
@@ -54,9 +54,9 @@ def build_dataset(cfg: DataJobConfig, files: list[str], layout: Layout):
     """
     import ray
 
-    from dataproc.sink import DocumentSink
-    from dataproc.stages import run_stages
-    from dataproc.warc import WarcDatasource
+    from dataproc.outputs.sink import DocumentSink
+    from dataproc.documents.runner import run_stages
+    from dataproc.reading.datasource import WarcDatasource
 
     ex = cfg.execution
     # Fused: one CPU per task. Pool: reads and writes are light next to the stage actors.

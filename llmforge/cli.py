@@ -55,7 +55,7 @@ def cmd_data_validate(args) -> int:
 
 
 def cmd_data_sample(args) -> int:
-    from dataproc.samples import write_sample_warc
+    from dataproc.synthetic.sample_warc import write_sample_warc
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -68,10 +68,12 @@ def cmd_data_sample(args) -> int:
 def cmd_data_train_quality(args) -> int:
     import json
 
-    from dataproc.quality import train_quality_model
+    from dataproc.corpus.quality.features import QualityFeatureConfig
+    from dataproc.corpus.quality.train import train_quality_model
 
+    features = QualityFeatureConfig(ngrams=args.ngrams, num_buckets_log2=args.buckets_log2)
     metrics = train_quality_model(
-        args.positive, args.negative, args.out, epochs=args.epochs, seed=args.seed,
+        args.positive, args.negative, args.out, feature_config=features, epochs=args.epochs, seed=args.seed,
         txt_mode=args.txt_mode, max_docs_per_class=args.max_docs,
     )
     print(json.dumps(metrics, indent=1))
@@ -80,8 +82,8 @@ def cmd_data_train_quality(args) -> int:
 
 
 def cmd_data_train_tokenizer(args) -> int:
-    from dataproc.tokenize import TokenizerTrainOptions, train_tokenizer
-    from dataproc.tokenizer_sample import sample_texts
+    from dataproc.tokenization.tokenizer import TokenizerTrainOptions, train_tokenizer
+    from dataproc.tokenization.sample import sample_texts
 
     options = TokenizerTrainOptions(vocab_size=args.vocab_size, sample_docs=args.sample_docs)
     info = train_tokenizer(sample_texts(args.documents, options.sample_docs), options, args.out)
@@ -91,14 +93,14 @@ def cmd_data_train_tokenizer(args) -> int:
 
 
 def cmd_data_inspect(args) -> int:
-    from dataproc.tokenize import inspect_shards
+    from dataproc.tokenization.summary import inspect_shards
 
     print(inspect_shards(args.shard_dir, args.tokenizer, samples=args.samples))
     return 0
 
 
 def cmd_data_tokenize_text(args) -> int:
-    from dataproc.text_shards import shards_from_text_files
+    from dataproc.tokenization.text_files import shards_from_text_files
 
     m = shards_from_text_files(args.input, args.out, vocab_size=args.vocab_size, tokenizer_path=args.tokenizer,
                                txt_mode=args.txt_mode, shard_tokens=args.shard_tokens)
@@ -183,7 +185,7 @@ def cmd_demo(args) -> int:
     """Generate sample WARCs with planted ground truth and run the data job on them."""
     from dataproc.config import DataJobConfig
     from dataproc.pipeline import run_data_job
-    from dataproc.samples import GroundTruth, write_sample_warc
+    from dataproc.synthetic.sample_warc import GroundTruth, write_sample_warc
     from llmforge.common.config import load_config
 
     work = Path(args.workdir).resolve()
@@ -274,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--txt-mode", choices=("lines", "paragraphs"), default="lines",
                    help="how a .txt file splits into documents")
     p.add_argument("--max-docs", type=int, default=None, help="cap documents per class")
+    p.add_argument("--ngrams", type=int, default=2, help="word n-grams 1..N are features")
+    p.add_argument("--buckets-log2", type=int, default=20, help="2**N hash buckets")
     p.set_defaults(func=cmd_data_train_quality)
 
     p = verbs.add_parser("train-tokenizer", help="train a byte-level BPE on a sample of documents")
@@ -353,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, ValueError) as err:
-        # ConfigError and input errors (dataproc.sources.InputError) are ValueErrors: the
+        # ConfigError and input errors (dataproc.reading.inputs.InputError) are ValueErrors: the
         # user's to fix, so a message, not a traceback.
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -64,7 +64,7 @@ def test_validate_prints_defaults_and_overrides(tmp_path, capsys):
 
 def test_changed_stage_options_refuse_an_old_output(tmp_path, capsys):
     from dataproc.config import DataJobConfig
-    from dataproc.ledger import Layout
+    from dataproc.outputs.ledger import Layout
     from dataproc.pipeline import output_fingerprint
     from llmforge.common.config import validate_config
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dataproc.samples import write_sample_warc
+from dataproc.synthetic.sample_warc import write_sample_warc
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

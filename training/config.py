@@ -118,7 +118,7 @@ class PretrainConfig(StrictModel):
 def preflight(cfg: PretrainConfig) -> PretrainConfig:
     """Check the config against the shards; returns it with model.vocab_size taken from the
     shards when the YAML did not set it. Raises ValueError naming the key."""
-    from dataproc import shards as shard_format
+    from llmforge import shard_format
 
     manifests = {}
     for key in ("shards", "val_shards"):
@@ -158,7 +158,7 @@ def preflight(cfg: PretrainConfig) -> PretrainConfig:
 def _find_tokenizer(shards: str, manifest: dict) -> str | None:
     """tokenizer.json in the shard dir (tokenize-text) or its parent (data run), if it is the
     one the shards were made with."""
-    from dataproc import shards as shard_format
+    from llmforge import shard_format
 
     if "://" in shards:
         return None

@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from dataproc.shards import ShardReader
+from llmforge.shard_format import ShardReader
 
 
 class TokenStream:

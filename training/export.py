@@ -146,7 +146,7 @@ def tokenizer_files(tokenizer_path: str | os.PathLike, cfg: ModelConfig) -> tupl
     """
     from tokenizers import Tokenizer
 
-    from dataproc.tokenize import EOS_TOKEN, special_token_ids
+    from llmforge.shard_format import EOS_TOKEN, special_token_ids
 
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     if tokenizer.get_vocab_size() > cfg.vocab_size:

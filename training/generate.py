@@ -106,7 +106,7 @@ def complete_texts(model: Llama, tokenizer, prompts: list[str], params: Sampling
     """Text continuations. Each prompt starts after a document boundary, as documents did in
     pretraining, and a row stops at the next boundary unless `params.stop_token_ids` says
     otherwise. `tokenizer` is a `tokenizers.Tokenizer` (the one the shards were made with)."""
-    from dataproc.tokenize import EOS_TOKEN
+    from llmforge.shard_format import EOS_TOKEN
 
     eos = tokenizer.token_to_id(EOS_TOKEN)
     start = [eos] if eos is not None else []

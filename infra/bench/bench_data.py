@@ -37,7 +37,7 @@ PEER_PY = REPO / ".venv-peer" / "bin" / "python"
 
 
 def build_inputs(out_dir: Path, n_docs: int, n_files: int) -> None:
-    from dataproc.samples import write_warc_from_html_pages
+    from tests.support.real_pages import write_warc_from_html_pages
 
     pages = sorted((SHARED / "html").glob("*.html.gz"))
     if out_dir.exists():

@@ -1,4 +1,4 @@
-"""Benchmark: dataproc.dedup MinHash vs datasketch, and full dedup on Ray at two sizes.
+"""Benchmark: dataproc.corpus.dedup MinHash vs datasketch, and full dedup on Ray at two sizes.
 
 (a) Signatures per second on one core, ours (`minhash_signatures`, whole batch) vs
     datasketch.MinHash(num_perm=112) with one `update` per shingle (and `update_batch`), on the
@@ -49,7 +49,7 @@ def load_texts() -> list[str]:
 
 
 def _ours(texts):
-    from dataproc.dedup.minhash import MinHashOptions, minhash_signatures
+    from dataproc.corpus.dedup.minhash import MinHashOptions, minhash_signatures
 
     return minhash_signatures(texts, MinHashOptions())
 
@@ -57,7 +57,7 @@ def _ours(texts):
 def _datasketch(texts, batch: bool):
     from datasketch import MinHash
 
-    from dataproc.samples import shingles
+    from dataproc.synthetic.ground_truth import shingles
 
     out = []
     for t in texts:
@@ -95,7 +95,7 @@ def bench_signatures(repeats: int) -> None:
     print(f"[a] {len(texts)} documents, {words / len(texts):.0f} words/doc, {sum(map(len, texts)) / 1e6:.1f} M chars")
     _ours(texts[:5])  # build the \w table once (per process, ~0.2 s), like a warm worker
     rows = [
-        ("dataproc.dedup (batch numpy)", lambda t: _ours(t), repeats),
+        ("dataproc.corpus.dedup (batch numpy)", lambda t: _ours(t), repeats),
         ("datasketch update/shingle", lambda t: _datasketch(t, batch=False), 1),
         ("datasketch update_batch", lambda t: _datasketch(t, batch=True), 1),
     ]
@@ -207,9 +207,9 @@ def bench_ray(sizes: list[int], cores: int, shuffle: str, block_docs: int) -> No
     import pyarrow.compute as pc
     import ray
 
-    from dataproc.dedup.exact import exact_duplicates
-    from dataproc.dedup.lsh import minhash_duplicates
-    from dataproc.dedup.minhash import MinHashOptions
+    from dataproc.corpus.dedup.exact import exact_duplicates
+    from dataproc.corpus.dedup.lsh import minhash_duplicates
+    from dataproc.corpus.dedup.minhash import MinHashOptions
 
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     rows = []

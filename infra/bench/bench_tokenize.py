@@ -76,7 +76,8 @@ def main() -> None:
 
     import pyarrow as pa
 
-    from dataproc.tokenize import BatchTokenizer, TokenizerTrainOptions, load_tokenizer, train_tokenizer
+    from dataproc.tokenization.encode import BatchTokenizer
+    from dataproc.tokenization.tokenizer import TokenizerTrainOptions, load_tokenizer, train_tokenizer
 
     texts, source = load_texts()
     print(f"texts: {source}, {sum(map(len, texts)) / 1e6:.1f} M characters")

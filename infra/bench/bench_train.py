@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 
 def _shards(work: Path, vocab: int) -> str:
-    from dataproc.text_shards import shards_from_text_files
+    from dataproc.tokenization.text_files import shards_from_text_files
     from tests.training.conftest import REAL_TEXT, generated_text
 
     shared = REPO.parent / "shared" / "data" / "pretrain_text"

@@ -139,7 +139,7 @@ def score(name: str, extract: Extractor, pages: Iterable[Page]) -> Score:
 
 def get_extractor(name: str) -> Extractor:
     if name == "llmforge":
-        from dataproc.extract import ExtractOptions, extract_text
+        from dataproc.documents.extract import ExtractOptions, extract_text
 
         options = ExtractOptions()
         return lambda html: extract_text(html, options)[0]

@@ -8,11 +8,12 @@ from pathlib import Path
 import pyarrow.dataset as pads
 import pytest
 
-from dataproc import shards as shard_format
+from llmforge import shard_format
 from dataproc.config import DataJobConfig
 from dataproc.pipeline import run_data_job
-from dataproc.quality import QualityModel, quantile_threshold
-from dataproc.samples import write_sample_warc
+from dataproc.corpus.quality.model import QualityModel
+from dataproc.corpus.quantile import quantile_threshold
+from dataproc.synthetic.sample_warc import write_sample_warc
 from llmforge.cli import main
 from llmforge.common.config import validate_config
 

@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from dataproc.dedup.minhash import MinHashOptions, band_keys, estimated_jaccard, minhash_signatures, word_hashes
-from dataproc.dedup.text_norm import normalize_texts, text_hashes
-from dataproc.samples import jaccard, shingles
+from dataproc.corpus.dedup.minhash import MinHashOptions, band_keys, estimated_jaccard, minhash_signatures, word_hashes
+from dataproc.corpus.dedup.text_norm import normalize_texts, text_hashes
+from dataproc.synthetic.ground_truth import jaccard, shingles
 
 # ---------------------------------------------------------------------------------------------
 # Generated corpus with planted near-duplicates at known Jaccard similarities.
@@ -103,7 +103,7 @@ def test_identical_word_sequences_give_identical_signatures():
 
 def test_words_are_samples_shingles_words():
     """Tokenisation is `re.findall(r"\\w+", text.lower())`, the definition behind the recorded
-    Jaccard in dataproc.samples, including Unicode letters, digits, marks and final sigma."""
+    Jaccard in dataproc.synthetic.sample_warc, including Unicode letters, digits, marks and final sigma."""
     texts = ["ΟΔΥΣΣΕΥΣ ήταν ιστορικος.", "naïve café_bar 3.14 x²", "क्षत्रिय हिन्दी", "日本語のテキスト", "a\x00b", "", "  --  "]
     hashes, counts = word_hashes(texts)
     expected = [re.findall(r"\w+", t.lower()) for t in texts]
@@ -179,7 +179,7 @@ def _dataset(ray, rows: list[dict], blocks: int = 2):
 
 
 def test_exact_duplicates_keep_earliest_then_smallest_id(ray_dedup):
-    from dataproc.dedup.exact import exact_duplicates
+    from dataproc.corpus.dedup.exact import exact_duplicates
 
     rows = [
         {"id": "c", "date": "2024-03-01T00:00:00Z", "text": "Same text, here.", "drop_reason": None},
@@ -204,7 +204,7 @@ def _components(rows) -> set[frozenset]:
 
 
 def test_connected_components_hand_made_graph(ray_dedup):
-    from dataproc.dedup.lsh import connected_components
+    from dataproc.corpus.dedup.lsh import connected_components
 
     chain = [(f"c{i:02d}", f"c{i + 1:02d}") for i in range(20)]  # path c00 - c20
     rev_chain = [(f"r{i:02d}", f"r{i - 1:02d}") for i in range(16, 0, -1)]
@@ -243,7 +243,7 @@ def test_lsh_recall_and_precision_against_exact_jaccard(ray_dedup, corpus):
     1-(1-J^8)^14: 0.92 at J=0.8, 0.55 at 0.7, 0.05 at 0.5, 0.001 at 0.3, so pairs between 0.5
     and 0.8 are intended near-duplicates (the 0.72 threshold region), not errors; below 0.5
     a match is a false positive."""
-    from dataproc.dedup.lsh import minhash_duplicates
+    from dataproc.corpus.dedup.lsh import minhash_duplicates
 
     docs, exact = corpus
     stats: dict = {}
@@ -266,7 +266,7 @@ def test_lsh_recall_and_precision_against_exact_jaccard(ray_dedup, corpus):
 
 
 def test_jaccard_threshold_verification_drops_weak_pairs(ray_dedup, corpus):
-    from dataproc.dedup.lsh import candidate_edges
+    from dataproc.corpus.dedup.lsh import candidate_edges
 
     docs, exact = corpus
     ds = _dataset(ray_dedup, docs).materialize()

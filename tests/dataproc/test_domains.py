@@ -11,16 +11,8 @@ import pytest
 import xxhash
 from pydantic import ValidationError
 
-from dataproc.domains import (
-    DEFAULT_RULES,
-    DomainOptions,
-    DomainTagger,
-    MixtureOptions,
-    doc_uniforms,
-    mixture_report,
-    sample_counts,
-    url_keys,
-)
+from dataproc.corpus.domains import DEFAULT_RULES, DomainOptions, DomainTagger, url_keys
+from dataproc.tokenization.mixture import MixtureOptions, doc_uniforms, mixture_report, sample_counts
 
 # score = 1 - prod(1 - url weights matched) * (1 - 0.6 * text), text = 1 - exp(-evidence)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from dataproc.extract import ExtractOptions, extract_text
+from dataproc.documents.extract import ExtractOptions, extract_text
 
 OPTS = ExtractOptions()
 

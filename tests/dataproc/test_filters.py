@@ -9,18 +9,18 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from dataproc.filters.c4 import C4Filter, C4Options
-from dataproc.filters.fineweb import FineWebFilter, FineWebOptions
-from dataproc.filters.gopher import (
+from dataproc.documents.filters.c4 import C4Filter, C4Options
+from dataproc.documents.filters.fineweb import FineWebFilter, FineWebOptions
+from dataproc.documents.filters.gopher import (
     GopherQualityFilter,
     GopherQualityOptions,
     GopherRepetitionFilter,
     GopherRepetitionOptions,
 )
-from dataproc.filters.language import LanguageFilter, LanguageOptions
-from dataproc.filters.pii import PiiOptions, PiiRedactor
-from dataproc.filters.text_utils import count_sentences, find_duplicates, words
-from dataproc.filters.url import UrlFilter, UrlFilterOptions, parse_blocklist
+from dataproc.documents.filters.language import LanguageFilter, LanguageOptions
+from dataproc.documents.filters.pii import PiiOptions, PiiRedactor
+from dataproc.documents.filters.text_utils import count_sentences, find_duplicates, words
+from dataproc.documents.filters.url import UrlFilter, UrlFilterOptions, parse_blocklist
 
 
 def approx(expected: dict[str, float]) -> dict:

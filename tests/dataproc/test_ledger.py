@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from dataproc.ledger import Layout, covers_exactly, merge_funnels, seq_ranges
+from dataproc.outputs.ledger import Layout, covers_exactly, merge_funnels, seq_ranges
 from llmforge.common import fs
 
 
@@ -67,7 +67,7 @@ def test_finalize_only_when_complete_and_prepare_clears_partial(tmp_path):
 
 
 def test_output_is_tied_to_one_config(tmp_path):
-    from dataproc.ledger import OutputConflictError
+    from dataproc.outputs.ledger import OutputConflictError
 
     layout = Layout(str(tmp_path / "out"))
     layout.claim("aaaa")

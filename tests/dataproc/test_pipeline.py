@@ -18,8 +18,8 @@ import pytest
 
 from dataproc.config import DataJobConfig
 from dataproc.pipeline import run_data_job
-from dataproc.samples import GroundTruth, write_sample_warc
-from dataproc.warc_records import scan_record_types
+from dataproc.synthetic.sample_warc import write_sample_warc
+from tests.support.warc_scan import scan_record_types
 from llmforge.common.config import validate_config
 from tests.conftest import shared_data
 

@@ -13,20 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from dataproc.quality import (
-    QualityFeatureConfig,
-    QualityFilter,
-    QualityModel,
-    QualityModelOptions,
-    QualityScorer,
-    SparseBatch,
-    featurize,
-    iter_texts,
-    main,
-    quantile_threshold,
-    roc_auc,
-    train_quality_model,
-)
+from dataproc.corpus.quality.features import QualityFeatureConfig, SparseBatch, featurize
+from dataproc.corpus.quality.model import QualityModel, roc_auc
+from dataproc.corpus.quality.stage import QualityModelOptions, QualityScorer
+from dataproc.corpus.quality.train import train_quality_model
+from dataproc.corpus.quantile import quantile_threshold
+from dataproc.reading.text_files import iter_texts
+from tests.support.quality_filter import QualityFilter
 from tests.conftest import shared_data
 
 # ------------------------------------------------------------------------------ generated corpus
@@ -195,10 +188,12 @@ def test_cli_trains_with_a_cap_per_class(tmp_path, capsys):
     (tmp_path / "pos.txt").write_text("\n\n".join(p.replace(". ", ".\n", 1) for p in pos) + "\n")  # 2-line docs
     (tmp_path / "neg.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in neg))
     out = tmp_path / "cli.npz"
-    argv = ["--pos", str(tmp_path / "pos.txt"), "--neg", str(tmp_path / "neg.jsonl"), "--out", str(out),
-            "--txt-mode", "paragraphs", "--max-docs-per-class", "40", "--buckets-log2", "16"]
+    from llmforge.cli import main
+
+    argv = ["data", "train-quality", "--positive", str(tmp_path / "pos.txt"), "--negative", str(tmp_path / "neg.jsonl"),
+            "--out", str(out), "--txt-mode", "paragraphs", "--max-docs", "40", "--buckets-log2", "16"]
     assert main(argv) == 0
-    printed = json.loads(capsys.readouterr().out)
+    printed = json.loads(capsys.readouterr().out.split("\nheld-out accuracy")[0])
     assert printed["n_pos"] == 40 and printed["n_neg"] == 40 and printed["n_heldout"] == 8
     assert printed["heldout_accuracy"] > 0.9
     assert QualityModel.load(out).feature_config == QualityFeatureConfig(num_buckets_log2=16)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dataproc.quality import quantile_threshold
-from dataproc.quantile import top_fraction_threshold
+from dataproc.corpus.quantile import quantile_threshold
+from dataproc.corpus.quantile import top_fraction_threshold
 
 pytestmark = pytest.mark.ray
 

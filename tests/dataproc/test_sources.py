@@ -2,7 +2,7 @@ import gzip
 
 import pytest
 
-from dataproc.sources import InputError, resolve_inputs, source_key
+from dataproc.reading.inputs import InputError, resolve_inputs, source_key
 
 
 def _touch(path):

@@ -1,4 +1,4 @@
-"""Tokenizer training, BatchTokenizer rules and the token shard format (dataproc.shards)."""
+"""Tokenizer training, BatchTokenizer rules and the token shard format (llmforge.shard_format)."""
 from __future__ import annotations
 
 import functools
@@ -12,18 +12,12 @@ import pytest
 from pydantic import ValidationError
 
 from dataproc import shards
-from dataproc.tokenize import (
-    DEFAULT_SPECIAL_TOKENS,
-    EOS_TOKEN,
-    BatchTokenizer,
-    TokenizeOptions,
-    TokenizerTrainOptions,
-    inspect_shards,
-    load_tokenizer,
-    train_tokenizer,
-    write_shards_from_batches,
-)
-from dataproc.samples import generated_documents
+from dataproc.tokenization.encode import BatchTokenizer, TokenizeOptions
+from dataproc.tokenization.shard_writer import write_shards_from_batches
+from dataproc.tokenization.summary import inspect_shards
+from dataproc.tokenization.tokenizer import TokenizerTrainOptions, load_tokenizer, train_tokenizer
+from llmforge.shard_format import DEFAULT_SPECIAL_TOKENS, EOS_TOKEN
+from dataproc.synthetic.english import generated_documents
 from tests.conftest import shared_data
 
 TRICKY = [
@@ -367,7 +361,7 @@ def test_single_token_documents(tok_path, tmp_path):
 
 
 def test_configure_threads(monkeypatch):
-    from dataproc.tokenize import configure_threads
+    from dataproc.tokenization.encode import configure_threads
 
     monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # what Ray sets in a worker with 3 CPUs
@@ -404,6 +398,6 @@ def test_shard_format_is_dependency_light():
     import subprocess
     import sys
 
-    code = "import sys, dataproc.shards; print(sorted(m for m in ('ray', 'tokenizers') if m in sys.modules))"
+    code = "import sys, llmforge.shard_format; print(sorted(m for m in ('ray', 'tokenizers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

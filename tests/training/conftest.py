@@ -13,7 +13,7 @@ REAL_TEXT = ["tinyshakespeare_input.txt", "wikitext-2-raw_wiki.test.raw"]
 
 def generated_text(path: Path, n_docs: int = 6000, seed: int = 0) -> Path:
     """Generated English-looking paragraphs (learnable, not real) in one text file."""
-    from dataproc.samples import generated_documents
+    from dataproc.synthetic.english import generated_documents
 
     path.write_text("\n\n".join(generated_documents(n_docs, seed)))
     return path
@@ -21,7 +21,7 @@ def generated_text(path: Path, n_docs: int = 6000, seed: int = 0) -> Path:
 
 def build_shards(out: Path, vocab_size: int = 1024) -> tuple[Path, bool]:
     """(shard dir, whether it is real text)."""
-    from dataproc.text_shards import shards_from_text_files
+    from dataproc.tokenization.text_files import shards_from_text_files
 
     real = [SHARED_DATA / "pretrain_text" / name for name in REAL_TEXT]
     if all(p.exists() for p in real):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dataproc import shards as shard_format
+from llmforge import shard_format
 from training.data import GlobalOrder, PackedWindows, TokenStream, rank_micro_batches, split_train_val
 
 

@@ -93,7 +93,7 @@ def write_checkpoints(root: str) -> None:
 
 @pytest.fixture(scope="module")
 def tokenizer_path(tmp_path_factory) -> Path:
-    from dataproc.tokenize import TokenizerTrainOptions, train_tokenizer
+    from dataproc.tokenization.tokenizer import TokenizerTrainOptions, train_tokenizer
 
     words = ["the", "model", "token", "export", "hugging", "face", "layer", "weight", "over", "under"]
     docs = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(12)) + "." for i in range(300)]

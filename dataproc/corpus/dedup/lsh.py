@@ -1,0 +1,311 @@
+"""Near-duplicate clustering on Ray Data, scaling past one node (every step is a hash shuffle,
+nothing but one change count per step comes to the driver).
+
+    docs --map--> (band, band key, rank_key) rows, `bands` per document
+         --shuffle by (band, key)--> star edges: each bucket member -> the bucket's smallest key
+         [--optional: drop edges whose signature-estimated Jaccard < threshold]
+         --connected components (large-star / small-star)--> (doc, component_root)
+         --shuffle-join with docs--> `duplicate_of` = id of the component root
+
+Node keys are `rank_key`s (date + id, see `keys`), so "the smallest node of a component" is
+the document to keep: earliest date, then smallest id. As in FineWeb, any shared band makes a
+duplicate pair and duplicates are transitive (the whole component keeps one document).
+"""
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dataproc.corpus.dedup._shuffle import co_partition_apply, default_partitions, partition_apply, segment_starts
+from dataproc.corpus.dedup.keys import DUPLICATE_OF, RANK_KEY, alive_mask, ids_of, with_rank_key
+from dataproc.corpus.dedup.minhash import MinHashOptions, band_keys, estimated_jaccard, minhash_signatures
+
+log = logging.getLogger(__name__)
+
+DOC_A, DOC_B = "doc_a", "doc_b"  # an edge; after normalisation doc_a > doc_b
+DOC, ROOT = "doc", "component_root"
+_CHANGED = "changed"
+_EDGE_SCHEMA = pa.schema([(DOC_A, pa.large_string()), (DOC_B, pa.large_string())])
+_COMPONENT_SCHEMA = pa.schema([(DOC, pa.large_string()), (ROOT, pa.large_string())])
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidate edges.
+
+
+def _live_rows(batch: pa.Table, drop_column: str | None) -> pa.Table:
+    """Rows that take part: not dropped earlier and not already an (exact) duplicate."""
+    batch = with_rank_key(batch)
+    alive = alive_mask(batch, drop_column)
+    if DUPLICATE_OF in batch.column_names:
+        alive = pc.and_(alive, pc.is_null(batch.column(DUPLICATE_OF)))
+    return batch.filter(alive)
+
+
+def band_rows(batch: pa.Table, options: MinHashOptions, text_column: str = "text",
+              drop_column: str | None = "drop_reason") -> pa.Table:
+    """Batch UDF: one row per (live document, band): `band` int32, `key` uint64, `doc` rank key."""
+    live = _live_rows(batch, drop_column)
+    keys = band_keys(minhash_signatures(live.column(text_column), options), options.bands, options.rows)
+    n, b = keys.shape
+    return pa.table({
+        "band": pa.array(np.tile(np.arange(b, dtype=np.int32), n)),
+        "key": pa.array(keys.ravel()),
+        DOC: live.column(RANK_KEY).take(pa.array(np.repeat(np.arange(n), b))),
+    })
+
+
+def bucket_edges(part: pa.Table) -> pa.Table:
+    """Partition UDF over band rows: for every bucket (equal band and key) with more than one
+    document, an edge from each member to the bucket's smallest rank key (a star: n-1 edges
+    per bucket of n, not n(n-1)/2)."""
+    t = part.sort_by([("band", "ascending"), ("key", "ascending"), (DOC, "ascending")])
+    first = segment_starts(t, ["band", "key"])
+    head = np.flatnonzero(first)[np.cumsum(first) - 1]
+    member = np.flatnonzero(~first)
+    docs = t.column(DOC)
+    return pa.table({DOC_A: docs.take(pa.array(member)), DOC_B: docs.take(pa.array(head[member]))})
+
+
+def candidate_edges(ds, options: MinHashOptions | None = None, *, text_column: str = "text",
+                    drop_column: str | None = "drop_reason"):
+    """Ray Dataset of documents (`id`, `date` or `rank_key`, `text_column`) -> Ray Dataset of
+    candidate duplicate edges (`doc_a`, `doc_b`: rank keys, doc_a > doc_b). The same pair may
+    appear once per shared band. With `options.jaccard_threshold`, pairs whose estimated
+    Jaccard is below it are dropped (and the dataset is read a second time for signatures)."""
+    options = options or MinHashOptions()
+    parts = options.partitions or default_partitions()
+    rows = ds.map_batches(band_rows, batch_format="pyarrow",
+                          fn_kwargs={"options": options, "text_column": text_column, "drop_column": drop_column})
+    edges = partition_apply(rows, ["band", "key"], bucket_edges, parts)
+    if options.jaccard_threshold is not None:
+        edges = verify_edges(edges, ds, options, text_column=text_column, drop_column=drop_column)
+    return edges
+
+
+# ---------------------------------------------------------------------------------------------
+# Optional verification: estimated Jaccard of each candidate pair from the full signatures.
+# Star edges pair a member with its bucket's smallest document, so a member similar to another
+# member but below the threshold against the smallest one loses that edge (it may still join
+# through another band). Off by default, as in FineWeb.
+
+
+def signature_rows(batch: pa.Table, options: MinHashOptions, text_column: str = "text",
+                   drop_column: str | None = "drop_reason") -> pa.Table:
+    """Batch UDF: (`doc` rank key, `sig` fixed_size_list<uint64>[bands*rows]) per live doc."""
+    live = _live_rows(batch, drop_column)
+    sig = minhash_signatures(live.column(text_column), options)
+    flat = pa.array(sig.ravel())
+    return pa.table({DOC: live.column(RANK_KEY), "sig": pa.FixedSizeListArray.from_arrays(flat, sig.shape[1])})
+
+
+def _signature_matrix(col, width: int) -> np.ndarray:
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return arr.flatten().to_numpy().reshape(len(arr), width)
+
+
+def _lookup_sig(left: pa.Table, sigs: pa.Table, key: str) -> tuple[pa.Table, pa.Array]:
+    """Rows of `left` whose `key` has a signature in `sigs`, and those signatures."""
+    if sigs.num_rows == 0:
+        return left.slice(0, 0), None
+    idx = pc.index_in(left.column(key), value_set=_arr(sigs.column(DOC)))
+    found = pc.is_valid(idx)
+    return left.filter(found), sigs.column("sig").take(idx.filter(found))
+
+
+def _edges_with_sig_a(left: pa.Table, sigs: pa.Table, width: int) -> pa.Table:
+    """Join UDF keyed by doc_a: distinct edges, each with doc_a's signature."""
+    sig_type = _sig_type(width)
+    if left.num_rows == 0:
+        return pa.table({DOC_A: pa.array([], pa.large_string()), DOC_B: pa.array([], pa.large_string()),
+                         "sig_a": pa.array([], sig_type)})
+    t = _sorted_distinct(pa.table({DOC_A: _arr(left.column(DOC_A)), DOC_B: _arr(left.column(DOC_B))}), [DOC_A, DOC_B])
+    t, sig = _lookup_sig(t, sigs, DOC_A)
+    return t.append_column("sig_a", sig if sig is not None else pa.array([], sig_type))
+
+
+def _keep_similar(left: pa.Table, sigs: pa.Table, threshold: float, width: int) -> pa.Table:
+    """Join UDF keyed by doc_b: estimated Jaccard of each edge, edges below threshold dropped."""
+    empty = pa.table({DOC_A: pa.array([], pa.large_string()), DOC_B: pa.array([], pa.large_string()),
+                      "jaccard_est": pa.array([], pa.float64())})
+    if left.num_rows == 0:
+        return empty
+    left, sig_b = _lookup_sig(left, sigs, DOC_B)
+    if sig_b is None or left.num_rows == 0:
+        return empty
+    est = estimated_jaccard(_signature_matrix(left.column("sig_a"), width), _signature_matrix(sig_b, width))
+    out = pa.table({DOC_A: _arr(left.column(DOC_A)), DOC_B: _arr(left.column(DOC_B)), "jaccard_est": pa.array(est)})
+    return out.filter(pa.array(est >= threshold))
+
+
+def verify_edges(edges, ds, options: MinHashOptions, *, text_column: str = "text",
+                 drop_column: str | None = "drop_reason"):
+    """Edges -> distinct edges with signature-estimated Jaccard >= options.jaccard_threshold,
+    plus a `jaccard_est` column. Two shuffle joins against (doc, signature) rows."""
+    parts = options.partitions or default_partitions()
+    sigs = ds.map_batches(signature_rows, batch_format="pyarrow",
+                          fn_kwargs={"options": options, "text_column": text_column, "drop_column": drop_column})
+    sig_schema = pa.schema([(DOC, pa.large_string()), ("sig", _sig_type(options.num_hashes))])
+    with_a = co_partition_apply(edges, sigs, [DOC_A], [DOC], partial(_edges_with_sig_a, width=options.num_hashes), parts,
+                                left_schema=_EDGE_SCHEMA, right_schema=sig_schema)
+    keep = partial(_keep_similar, threshold=options.jaccard_threshold, width=options.num_hashes)
+    a_schema = _EDGE_SCHEMA.append(pa.field("sig_a", _sig_type(options.num_hashes)))
+    return co_partition_apply(with_a, sigs, [DOC_B], [DOC], keep, parts, left_schema=a_schema, right_schema=sig_schema)
+
+
+def _sig_type(width: int) -> pa.DataType:
+    return pa.list_(pa.uint64(), width)
+
+
+# ---------------------------------------------------------------------------------------------
+# Connected components: alternating large-star / small-star (Kiveris et al., "Connected
+# Components in MapReduce and Beyond", SoCC 2014). Nodes are strings ordered by value.
+# Large-star at u: link every strictly larger neighbour of u to m(u) = min(N(u) + u).
+# Small-star at u: link u and all its smaller neighbours to the smallest of them.
+# Both keep connectivity; the fixed point is a forest of stars centred on each component's
+# minimum. Proven O(log^2 n) rounds, O(log n) observed (a path of n nodes: ~log2 n rounds).
+
+
+def _normalise_edges(batch: pa.Table) -> pa.Table:
+    """Batch UDF: orient every edge larger -> smaller and drop self loops."""
+    a, b = batch.column(DOC_A), batch.column(DOC_B)
+    swap = pc.less(a, b)
+    hi, lo = pc.if_else(swap, b, a), pc.if_else(swap, a, b)
+    t = pa.table({DOC_A: hi, DOC_B: lo})
+    return t.filter(pc.not_equal(hi, lo))
+
+
+def _both_directions(batch: pa.Table) -> pa.Table:
+    """Batch UDF: (u, v) rows for both endpoints of every edge, for the large-star step."""
+    a, b = batch.column(DOC_A), batch.column(DOC_B)
+    return pa.table({"u": pa.concat_arrays([_arr(a), _arr(b)]), "v": pa.concat_arrays([_arr(b), _arr(a)])})
+
+
+def _arr(col) -> pa.Array:
+    return (col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col).cast(pa.large_string())
+
+
+def _sorted_distinct(t: pa.Table, keys: list[str]) -> pa.Table:
+    t = t.sort_by([(k, "ascending") for k in keys])
+    return t.filter(pa.array(segment_starts(t, keys)))
+
+
+def _edges(a, b, changed) -> pa.Table:
+    return pa.table({DOC_A: _arr(a), DOC_B: _arr(b), _CHANGED: pa.array(changed, type=pa.int64())})
+
+
+def large_star(part: pa.Table) -> pa.Table:
+    """Partition UDF over (u, v) rows keyed by u -> edges (v, m(u)) for every v > u.
+    `changed` = 1 where m(u) != u, i.e. the edge (v, u) was re-pointed."""
+    t = _sorted_distinct(part, ["u", "v"])
+    first = segment_starts(t, ["u"])
+    head = np.flatnonzero(first)[np.cumsum(first) - 1]
+    u, v = t.column("u"), t.column("v")
+    min_v = v.take(pa.array(head))
+    m = pc.if_else(pc.less(u, min_v), u, min_v)
+    larger = pc.greater(v, u)
+    changed = pc.not_equal(m, u).to_numpy(zero_copy_only=False)
+    return _edges(v.filter(larger), m.filter(larger), changed[larger.to_numpy(zero_copy_only=False)])
+
+
+def small_star(part: pa.Table) -> pa.Table:
+    """Partition UDF over oriented edges (doc_a > doc_b) keyed by doc_a -> edges (doc_a, m)
+    and (w, m) for every other smaller neighbour w, m = doc_a's smallest neighbour.
+    `changed` = 1 for the (w, m) edges, which did not exist before."""
+    t = _sorted_distinct(part.select([DOC_A, DOC_B]), [DOC_A, DOC_B])
+    first = segment_starts(t, [DOC_A])
+    head = np.flatnonzero(first)[np.cumsum(first) - 1]
+    a, b = t.column(DOC_A), t.column(DOC_B)
+    m = b.take(pa.array(head))
+    keep, moved = pa.array(first), pa.array(~first)
+    return pa.concat_tables([
+        _edges(a.filter(keep), m.filter(keep), np.zeros(int(first.sum()), dtype=np.int64)),
+        _edges(b.filter(moved), m.filter(moved), np.ones(int((~first).sum()), dtype=np.int64)),
+    ])
+
+
+def _roots(part: pa.Table) -> pa.Table:
+    r = pc.unique(_arr(part.column(ROOT)))
+    return pa.table({DOC: r, ROOT: r})
+
+
+def connected_components(edges, *, partitions: int | None = None, max_rounds: int = 64,
+                         include_roots: bool = True, stats: dict | None = None):
+    """Ray Dataset of edges (`doc_a`, `doc_b`, any orientation, duplicates allowed) -> Ray
+    Dataset (`doc`, `component_root`): every node of the graph with the smallest node of its
+    component (roots map to themselves unless `include_roots=False`).
+
+    Each round is a large-star then a small-star step, each one hash shuffle by node; the
+    step's output is materialised in the object store and its `changed` column summed (that
+    scalar is all the driver sees). A round with zero changes is a fixed point: every node has
+    at most one smaller neighbour and no node with a smaller neighbour has larger ones, i.e.
+    stars around each component's minimum. `stats`, if given, receives `cc_rounds` (including
+    that final confirming round) and `cc_changes` per round."""
+    parts = partitions or default_partitions()
+    current = edges.map_batches(_normalise_edges, batch_format="pyarrow")
+    changes: list[int] = []
+    for _ in range(max_rounds):
+        ls = partition_apply(current.map_batches(_both_directions, batch_format="pyarrow"), ["u"], large_star, parts).materialize()
+        ss = partition_apply(ls, [DOC_A], small_star, parts).materialize()
+        changes.append(int(ls.sum(_CHANGED) or 0) + int(ss.sum(_CHANGED) or 0))
+        log.info("connected components round %d: %d changed edges", len(changes), changes[-1])
+        current = ss
+        if changes[-1] == 0:
+            break
+    else:
+        raise RuntimeError(f"connected components did not converge in {max_rounds} rounds (changes {changes})")
+    if stats is not None:
+        stats.update(cc_rounds=len(changes), cc_changes=changes)
+    members = current.select_columns([DOC_A, DOC_B]).rename_columns({DOC_A: DOC, DOC_B: ROOT})
+    if not include_roots:
+        return members
+    return members.union(partition_apply(members, [ROOT], _roots, parts))
+
+
+# ---------------------------------------------------------------------------------------------
+# Marking documents.
+
+
+def _mark(docs: pa.Table, comps: pa.Table) -> pa.Table:
+    """Join UDF: `duplicate_of` = id of the component root for docs that are non-root members;
+    an existing `duplicate_of` (e.g. from exact dedup) wins."""
+    if comps.num_rows:
+        idx = pc.index_in(docs.column(RANK_KEY), value_set=_arr(comps.column(DOC)))
+        dup = ids_of(_arr(comps.column(ROOT)).take(idx)).cast(pa.string())
+    else:
+        dup = pa.nulls(docs.num_rows, pa.string())
+    if DUPLICATE_OF in docs.column_names:
+        i = docs.column_names.index(DUPLICATE_OF)
+        return docs.set_column(i, DUPLICATE_OF, pc.coalesce(docs.column(DUPLICATE_OF).cast(pa.string()), dup))
+    return docs.append_column(DUPLICATE_OF, dup)
+
+
+def mark_duplicates(ds, components, *, partitions: int | None = None):
+    """Docs (with `rank_key`) + components (`doc`, `component_root`) -> docs with
+    `duplicate_of`: the representative's id for non-root members, null otherwise."""
+    parts = partitions or default_partitions()
+    return co_partition_apply(ds, components, [RANK_KEY], [DOC], _mark, parts, right_schema=_COMPONENT_SCHEMA)
+
+
+def minhash_duplicates(ds, options: MinHashOptions | None = None, *, text_column: str = "text",
+                       drop_column: str | None = "drop_reason", stats: dict | None = None):
+    """The whole near-dedup plan: docs -> the same rows plus `rank_key` and `duplicate_of`.
+
+    `ds` is consumed twice (band rows, then the marking join): materialise it or read it from
+    storage, or it is recomputed. Connected components execute eagerly (one Ray Data execution
+    per step, to count changes); the returned dataset is lazy.
+
+    Rows with `duplicate_of` already set (exact dedup ran first) or `drop_reason` set take no
+    part and keep their value. An exact duplicate points at its exact group's keeper, which
+    this stage may remove in turn: follow `duplicate_of` to the end for the surviving copy."""
+    options = options or MinHashOptions()
+    parts = options.partitions or default_partitions()
+    ds = ds.map_batches(with_rank_key, batch_format="pyarrow")
+    edges = candidate_edges(ds, options, text_column=text_column, drop_column=drop_column)
+    comps = connected_components(edges, partitions=parts, max_rounds=options.max_cc_rounds,
+                                 include_roots=False, stats=stats)
+    return mark_duplicates(ds, comps, partitions=parts)

