@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from dataproc import shards
+from llmforge import shard_format as shards
 from dataproc.tokenization.encode import BatchTokenizer, TokenizeOptions
 from dataproc.tokenization.shard_writer import write_shards_from_batches
 from dataproc.tokenization.summary import inspect_shards
