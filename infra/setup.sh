@@ -11,5 +11,6 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 RAY_USAGE_STATS_ENABLED=0
 # torch first, pinned to the CPU build: anything unpinned pulls a multi-GB CUDA build.
 python -c "import torch" 2>/dev/null || pip install -q -c infra/constraints.txt torch
 # DeepSpeed builds a pure-Python wheel (no CUDA ops) against the torch above.
-DS_BUILD_OPS=0 pip install -q -c infra/constraints.txt -e ".[test]"
+# EXTRAS=test,bench also installs the benchmark peers (infra/bench/run.sh does).
+DS_BUILD_OPS=0 pip install -q -c infra/constraints.txt -e ".[${EXTRAS:-test}]"
 echo "setup: $(python --version), torch $(python -c 'import torch; print(torch.__version__)'), ray $(python -c 'import ray; print(ray.__version__)')"

@@ -10,7 +10,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Ray Data progress bars are for people; in test logs they are noise.
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.support.text_shards import SHARED_DATA  # noqa: E402  (one definition of the path)
 
 
 def shared_data(*parts: str) -> Path:

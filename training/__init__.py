@@ -1,1 +1,3 @@
-"""Pretraining (model, shard reader, DeepSpeed loop, Ray Train wiring). Not built yet: issue [3 of 6]."""
+"""Pretraining on token shards: the Llama-style model, packed shard windows with a global
+sample order, the DeepSpeed loop (standalone or under Ray Train), checkpoints, Hugging Face
+export and KV-cache generation."""

@@ -16,10 +16,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from llmforge.shard_format import TOKENIZER_FILE
+
 TAG = "checkpoint"
 META = "llmforge.json"
 DS_DIR = "deepspeed"
-TOKENIZER = "tokenizer.json"
 
 
 def save_to(directory: str, engine, meta: dict[str, Any], rank: int) -> None:
@@ -27,7 +28,7 @@ def save_to(directory: str, engine, meta: dict[str, Any], rank: int) -> None:
     if rank == 0:
         tokenizer = meta.get("data", {}).get("tokenizer")
         if tokenizer and os.path.exists(tokenizer):  # so `train export` finds it
-            shutil.copyfile(tokenizer, os.path.join(directory, TOKENIZER))
+            shutil.copyfile(tokenizer, os.path.join(directory, TOKENIZER_FILE))
         Path(directory, META).write_text(json.dumps(meta, indent=1))
 
 

@@ -162,7 +162,7 @@ def _find_tokenizer(shards: str, manifest: dict) -> str | None:
 
     if "://" in shards:
         return None
-    for candidate in (Path(shards) / "tokenizer.json", Path(shards).parent / "tokenizer.json"):
+    for candidate in (Path(shards) / shard_format.TOKENIZER_FILE, Path(shards).parent / shard_format.TOKENIZER_FILE):
         if candidate.exists():
             try:
                 shard_format.check_tokenizer_matches(manifest, str(candidate))

@@ -19,11 +19,10 @@ from typing import Any
 
 import torch
 
+from llmforge.shard_format import TOKENIZER_FILE
 from training.checkpoint import DS_DIR, META, TAG
 from training.model import Llama, ModelConfig
 from training.safe_load import weights_only_loading
-
-TOKENIZER = "tokenizer.json"
 
 
 # ---------------------------------------------------------------------------- reading
@@ -190,8 +189,8 @@ def export_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, tokenizer
     ckpt, out = Path(ckpt_dir), Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
-    if tokenizer_path is None and (ckpt / TOKENIZER).exists():
-        tokenizer_path = ckpt / TOKENIZER
+    if tokenizer_path is None and (ckpt / TOKENIZER_FILE).exists():
+        tokenizer_path = ckpt / TOKENIZER_FILE
     cfg, state = load_model_state(ckpt)
     meta = json.loads((ckpt / META).read_text())
 
@@ -204,7 +203,7 @@ def export_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike, tokenizer
         ids: dict[str, int | None] = {}
         if tokenizer_path is not None:
             tok_config, ids = tokenizer_files(tokenizer_path, cfg)
-            shutil.copyfile(tokenizer_path, tmp / TOKENIZER)
+            shutil.copyfile(tokenizer_path, tmp / TOKENIZER_FILE)
             _write_json(tmp / "tokenizer_config.json", tok_config)
         _write_json(tmp / "config.json", to_hf_config(cfg, **ids))
         _write_json(tmp / "generation_config.json", {k: v for k, v in ids.items() if v is not None})

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import tempfile
 import time
@@ -30,7 +29,6 @@ from training.schedule import lr_factor
 
 # Fault injection for the restart tests: SIGKILL rank 1 the first time it reaches this step
 # (a marker file next to the metrics makes it happen once per run, not after every restart).
-KILL_AT_STEP_ENV = "LLMFORGE_FAULT_KILL_AT_STEP"
 
 
 def _free_port() -> int:
@@ -132,17 +130,6 @@ class MetricsLog:
             self.tb.flush()
 
 
-def _maybe_kill(step: int, rank: int, metrics_path: str | None) -> None:
-    target = os.environ.get(KILL_AT_STEP_ENV)
-    if not target or rank != 1 or step != int(target) or not metrics_path:
-        return
-    marker = Path(metrics_path).with_name("fault_injected")
-    if marker.exists():
-        return
-    marker.write_text(str(step))
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _evaluate(engine, val, cfg: PretrainConfig, rank: int, world: int, device: torch.device) -> float:
     import torch.distributed as dist
 
@@ -171,6 +158,10 @@ def train_worker(job: dict[str, Any]) -> dict[str, Any]:
         os.environ.setdefault(key, value)
     cfg = PretrainConfig.model_validate(job["config"])
     metrics_path = job.get("metrics_path")
+    # Callables run on every rank before each optimizer step: hook(step, rank, run_dir), where
+    # step counts the steps done so far and run_dir holds metrics.jsonl (None if not logging).
+    step_hooks = job.get("step_hooks", ())
+    run_dir = Path(metrics_path).parent if metrics_path else None
     under_ray = not job.get("standalone") and _under_ray_train()  # standalone never imports Ray
     device = _device(cfg)
     threads = cfg.train.threads or max(1, int(cfg.scaling.cpus_per_worker))
@@ -225,7 +216,8 @@ def train_worker(job: dict[str, Any]) -> dict[str, Any]:
     last: dict[str, Any] = {}
     window_start, tokens_since, losses = time.perf_counter(), 0, []
     while step < cfg.train.max_steps:
-        _maybe_kill(step, rank, metrics_path)
+        for hook in step_hooks:
+            hook(step, rank, run_dir)
         micro = rank_micro_batches(order, step, global_batch, rank, world, accum)
         step_loss = 0.0
         for idx in micro:

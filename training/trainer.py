@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from training.config import PretrainConfig, preflight
 
@@ -26,21 +26,18 @@ def run_dir(cfg: PretrainConfig) -> Path:
 def _worker_env() -> dict[str, str]:
     # DeepSpeed JIT-builds small C++ ops on first use; one cache for every worker and rerun.
     cache = os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "llmforge" / "torch_extensions"))
-    env = {"TORCH_EXTENSIONS_DIR": cache, "DS_BUILD_OPS": "0"}
-    from training.loop import KILL_AT_STEP_ENV
-
-    if os.environ.get(KILL_AT_STEP_ENV):
-        env[KILL_AT_STEP_ENV] = os.environ[KILL_AT_STEP_ENV]
-    return env
+    return {"TORCH_EXTENSIONS_DIR": cache, "DS_BUILD_OPS": "0"}
 
 
-def run_pretrain(cfg: PretrainConfig, standalone: bool = False, log=print) -> dict[str, Any]:
-    """Train (resuming if the run exists); returns the last metrics row."""
+def run_pretrain(cfg: PretrainConfig, standalone: bool = False, log=print,
+                 step_hooks: Sequence[Callable[[int, int, Path | None], None]] = ()) -> dict[str, Any]:
+    """Train (resuming if the run exists); returns the last metrics row. `step_hooks` run in
+    every worker before each optimizer step as hook(step, rank, run_dir); they must pickle."""
     cfg = preflight(cfg)  # before any worker starts
     out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     job = {"config": cfg.model_dump(mode="json"), "metrics_path": str(out / "metrics.jsonl"),
-           "env": _worker_env()}
+           "env": _worker_env(), "step_hooks": list(step_hooks)}
     if standalone:
         from training.loop import train_worker
 

@@ -1,1 +1,1 @@
-"""TODO"""
+"""Per-document stages: one contract, one registry, the runner, extraction and `filters/`."""

@@ -27,14 +27,11 @@ sys.path.insert(0, str(REPO))
 
 def _shards(work: Path, vocab: int) -> str:
     from dataproc.tokenization.text_files import shards_from_text_files
-    from tests.training.conftest import REAL_TEXT, generated_text
+    from tests.support.text_shards import text_paths
 
-    shared = REPO.parent / "shared" / "data" / "pretrain_text"
-    paths = [shared / n for n in REAL_TEXT]
-    if not all(p.exists() for p in paths):
-        paths = [generated_text(work / "generated.txt")]
+    paths, _ = text_paths(work)
     out = work / "shards"
-    shards_from_text_files([str(p) for p in paths], str(out), vocab_size=vocab)
+    shards_from_text_files(paths, str(out), vocab_size=vocab)
     return str(out)
 
 

@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# One command for the benchmarks: sets up llmforge and the datatrove peer, runs both, prints ratios.
+# One command per benchmark: sets up llmforge (+ the bench extra), then runs it and prints ratios.
+#   bash infra/bench/run.sh [data] ARGS      llmforge vs datatrove (own venv), the data first half
+#   bash infra/bench/run.sh minhash ARGS     MinHash signatures vs datasketch, full dedup on Ray
+#   bash infra/bench/run.sh tokenize ARGS    BatchTokenizer vs tokenizers' encode_batch
+#   bash infra/bench/run.sh train ARGS       DeepSpeed ZeRO loop vs plain PyTorch
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-bash infra/setup.sh >/dev/null
-bash infra/bench/setup_peer.sh
-exec .venv/bin/python infra/bench/bench_data.py "$@"
+which=data
+case "${1:-}" in data|minhash|tokenize|train) which=$1; shift ;; esac
+EXTRAS=test,bench bash infra/setup.sh >/dev/null
+if [ "$which" = data ]; then
+  bash infra/bench/setup_peer.sh
+fi
+exec .venv/bin/python "infra/bench/bench_$which.py" "$@"

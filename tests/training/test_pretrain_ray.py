@@ -7,8 +7,8 @@ import json
 import pytest
 
 from llmforge.common.config import validate_config
+from tests.support.faults import KillOnce
 from training.config import PretrainConfig
-from training.loop import KILL_AT_STEP_ENV
 from training.trainer import read_metrics, run_pretrain
 
 pytestmark = pytest.mark.ray
@@ -40,11 +40,10 @@ def reference_run(ray_local, text_shards, tmp_path_factory):
     return _losses(root / "ref")
 
 
-def test_killed_worker_restarts_from_the_last_checkpoint(reference_run, text_shards, tmp_path, monkeypatch):
+def test_killed_worker_restarts_from_the_last_checkpoint(reference_run, text_shards, tmp_path):
     shards, _ = text_shards
-    monkeypatch.setenv(KILL_AT_STEP_ENV, "6")  # rank 1 SIGKILLs itself before step 7, once
     run_pretrain(_config(shards, tmp_path, "killed", schedule="constant", max_steps=12, zero_stage=2),
-                 log=lambda *_: None)
+                 log=lambda *_: None, step_hooks=[KillOnce(step=6, rank=1)])  # before step 7, once
     assert (tmp_path / "killed" / "fault_injected").read_text() == "6"
     lines = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in lines]
