@@ -111,12 +111,6 @@ class _Stages(StrictModel):
 
     registry: ClassVar[StageRegistry]
 
-    @model_validator(mode="after")
-    def _extract_is_needed(self) -> "_Stages":
-        if not self.extract.enabled:
-            raise ValueError("extract.enabled must be true: every later stage works on extracted text")
-        return self
-
     def enabled(self) -> list[str]:
         """Enabled per-document stages, in run order."""
         return [name for name in self.registry.names() if is_enabled(getattr(self, name))]

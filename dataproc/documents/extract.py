@@ -14,7 +14,8 @@ Steps:
   4. inside it drop link-heavy blocks (menus and link lists without a telling class);
   5. unwrap inline tags so each remaining text node is one block; join blocks with "\n".
 
-As a stage (`ExtractStage`) it reads `html` and writes `text` and `title`; `html` goes after it.
+As a stage (`ExtractStage`) it reads `html` and writes `text` and `title`; `html` goes after
+it. It has no `enabled` switch: every later stage works on its text.
 """
 from __future__ import annotations
 
@@ -26,10 +27,10 @@ from pydantic import Field
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from dataproc.documents.contract import Column, DocStage, StageResult
-from dataproc.options import StageOptions
+from llmforge.common.config import StrictModel
 
 
-class ExtractOptions(StageOptions):
+class ExtractOptions(StrictModel):
     """Knobs of the main-content extractor (defaults tuned on trafilatura's eval set)."""
 
     min_text_chars: int = Field(50, ge=0)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from dataproc.config import StagesConfig
 from dataproc.documents.extract import ExtractOptions, extract_text
 
 OPTS = ExtractOptions()
@@ -181,7 +182,10 @@ def test_options_validated() -> None:
         ExtractOptions(max_link_density=1.5)
     with pytest.raises(ValidationError):
         ExtractOptions(unknown_knob=1)
-    assert ExtractOptions().enabled is True
+    # Every later stage works on extracted text: there is no switch to turn extraction off.
+    with pytest.raises(ValidationError) as err:
+        StagesConfig.model_validate({"extract": {"enabled": True}})
+    assert [(e["loc"], e["type"]) for e in err.value.errors()] == [(("extract", "enabled"), "extra_forbidden")]
 
 
 # --- quality on trafilatura's evaluation set ----------------------------------------------
