@@ -133,13 +133,16 @@ def stages_config_model(registry: StageRegistry, name: str = "StagesConfig") -> 
     """The `stages` model for `registry`: its stages' sections, then the corpus stages and
     `tokenize`. The runner finds the stages to build through the model's `registry`."""
     fields = {spec.name: _default(spec.options) for spec in registry}
-    fields.update(
+    later = dict(
         exact_dedup=_default(ExactDedupOptions),
         minhash_dedup=_default(MinHashOptions),
         quality_model=_default(QualityModelOptions),
         domains=_default(DomainOptions),
         tokenize=_default(TokenizeStageOptions),
     )
+    if clash := fields.keys() & later.keys():
+        raise ValueError(f"per-document stage names {sorted(clash)} are taken by corpus stages")
+    fields.update(later)
     model = create_model(name, __base__=_Stages, __module__=__name__, **fields)
     model.registry = registry
     return model

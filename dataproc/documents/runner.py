@@ -41,6 +41,8 @@ def apply_stage(name: str, stage: DocStage, cols: Columns, reasons: list[str | N
         for i, result in zip(idx, results):
             if result.text is not None:
                 text[i] = result.text
+    elif any(result.text is not None for result in results):
+        raise TypeError(f"stage {name!r} returned a new text but does not declare `rewrites`")
     for column in stage.columns:
         out = [column.missing] * n
         for i, result in zip(idx, results):

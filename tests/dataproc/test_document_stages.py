@@ -73,6 +73,8 @@ def test_registry_is_the_stage_order_and_the_config():
         DOCUMENT_STAGES["nope"]
     with pytest.raises(ValueError, match="duplicate stage names"):
         StageRegistry([*DOCUMENT_STAGES, DOCUMENT_STAGES["c4"]])
+    with pytest.raises(ValueError, match=r"names \['domains'\] are taken by corpus stages"):
+        stages_config_model(DOCUMENT_STAGES.with_stage(StageSpec("domains", ShoutOptions, Shout), after="pii"))
 
 
 def test_c4_through_the_runner_keeps_its_cleaned_lines():
@@ -162,3 +164,13 @@ def test_a_stage_is_added_through_the_registry_alone():
         {"text": "", "shout_marks": None, "shouted": None, "first_word": None,
          "drop_reason": "url_filter:blocked_domain"},
     ]  # fmt: skip
+
+
+def test_a_new_text_from_a_stage_that_does_not_declare_rewrites_is_an_error():
+    class Sneaky(Shout):
+        rewrites = False
+
+    registry = DOCUMENT_STAGES.with_stage(StageSpec("shout", ShoutOptions, Sneaky), after="extract")
+    cfg = stages_config_model(registry).model_validate({"shout": {"min_marks": 0}, **ONLY_C4, "c4": OFF})
+    with pytest.raises(TypeError, match="stage 'shout' returned a new text but does not declare `rewrites`"):
+        DocumentStages(cfg)(_batch([("a", "https://a.example/", _page("A", ["Loud words! " * 6]))]))
