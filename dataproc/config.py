@@ -2,26 +2,20 @@
 
 Defaults reproduce the FineWeb recipe (URL filter, fastText English >= 0.65, Gopher
 repetition + quality, C4 lines, FineWeb rules, PII redaction). Stages always run in the
-order of `STAGE_ORDER`, whatever order the YAML lists them in: cheap URL checks first,
-extraction, then filters from cheapest to dearest, redaction last on kept text only.
+order of `STAGE_ORDER`, whatever order the YAML lists them in; that order, and the
+per-document sections of `stages`, come from `dataproc.documents.registry`.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, create_model, model_validator
 
 from dataproc.corpus.dedup.minhash import MinHashOptions
 from dataproc.corpus.domains import DomainOptions
 from dataproc.tokenization.mixture import MixtureOptions
-from dataproc.documents.extract import ExtractOptions
+from dataproc.documents.registry import DOCUMENT_STAGES, StageRegistry, is_enabled
 from dataproc.options import StageOptions
-from dataproc.documents.filters.c4 import C4Options
-from dataproc.documents.filters.fineweb import FineWebOptions
-from dataproc.documents.filters.gopher import GopherQualityOptions, GopherRepetitionOptions
-from dataproc.documents.filters.language import LanguageOptions
-from dataproc.documents.filters.pii import PiiOptions
-from dataproc.documents.filters.url import UrlFilterOptions
 from dataproc.corpus.quality.stage import QualityModelOptions
 from dataproc.tokenization.encode import TokenizeOptions
 from dataproc.tokenization.tokenizer import TokenizerTrainOptions
@@ -29,16 +23,7 @@ from dataproc.reading.records import WarcReadOptions
 from llmforge.common.config import StrictModel
 
 # Per-document stages: each input file is processed on its own (see `pipeline`).
-STAGE_ORDER = (
-    "url_filter",
-    "extract",
-    "language",
-    "gopher_repetition",
-    "gopher_quality",
-    "c4",
-    "fineweb",
-    "pii",
-)
+STAGE_ORDER = DOCUMENT_STAGES.names()
 # Corpus stages: they see all documents at once (shuffles), after every input is done.
 CORPUS_STAGE_ORDER = ("exact_dedup", "minhash_dedup", "quality_model", "domains")
 
@@ -121,39 +106,50 @@ class TokenizeStageOptions(TokenizeOptions):
         return self
 
 
-class StagesConfig(StrictModel):
-    url_filter: UrlFilterOptions = Field(default_factory=UrlFilterOptions)
-    extract: ExtractOptions = Field(default_factory=ExtractOptions)
-    language: LanguageOptions = Field(default_factory=LanguageOptions)
-    gopher_repetition: GopherRepetitionOptions = Field(default_factory=GopherRepetitionOptions)
-    gopher_quality: GopherQualityOptions = Field(default_factory=GopherQualityOptions)
-    c4: C4Options = Field(default_factory=C4Options)
-    fineweb: FineWebOptions = Field(default_factory=FineWebOptions)
-    pii: PiiOptions = Field(default_factory=PiiOptions)
-    exact_dedup: ExactDedupOptions = Field(default_factory=ExactDedupOptions)
-    minhash_dedup: MinHashOptions = Field(default_factory=MinHashOptions)
-    quality_model: QualityModelOptions = Field(default_factory=QualityModelOptions)
-    domains: DomainOptions = Field(default_factory=DomainOptions)
-    tokenize: TokenizeStageOptions = Field(default_factory=TokenizeStageOptions)
+class _Stages(StrictModel):
+    """The `stages` section: one field per stage, per-document ones first, in run order."""
 
-    @model_validator(mode="after")
-    def _extract_is_needed(self) -> "StagesConfig":
-        if not self.extract.enabled:
-            raise ValueError("extract.enabled must be true: every later stage works on extracted text")
-        return self
+    registry: ClassVar[StageRegistry]
 
     def enabled(self) -> list[str]:
         """Enabled per-document stages, in run order."""
-        return [name for name in STAGE_ORDER if getattr(self, name).enabled]
+        return [name for name in self.registry.names() if is_enabled(getattr(self, name))]
 
     def corpus_enabled(self) -> list[str]:
         """Enabled corpus stages, in run order."""
         return [name for name in CORPUS_STAGE_ORDER if getattr(self, name).enabled]
 
-    def per_document(self) -> "StagesConfig":
+    def per_document(self) -> "_Stages":
         """Only the per-document stages' options matter to `documents/` (corpus stages off)."""
         return self.model_copy(update={n: getattr(self, n).model_copy(update={"enabled": False})
                                        for n in (*CORPUS_STAGE_ORDER, "tokenize")})
+
+
+def _default(model: type[StrictModel]) -> Any:
+    return (model, Field(default_factory=model))
+
+
+def stages_config_model(registry: StageRegistry, name: str = "StagesConfig") -> type[_Stages]:
+    """The `stages` model for `registry`: its stages' sections, then the corpus stages and
+    `tokenize`. The runner finds the stages to build through the model's `registry`."""
+    fields = {spec.name: _default(spec.options) for spec in registry}
+    later = dict(
+        exact_dedup=_default(ExactDedupOptions),
+        minhash_dedup=_default(MinHashOptions),
+        quality_model=_default(QualityModelOptions),
+        domains=_default(DomainOptions),
+        tokenize=_default(TokenizeStageOptions),
+    )
+    if clash := fields.keys() & later.keys():
+        raise ValueError(f"per-document stage names {sorted(clash)} are taken by corpus stages")
+    fields.update(later)
+    model = create_model(name, __base__=_Stages, __module__=__name__, **fields)
+    model.registry = registry
+    return model
+
+
+# Named and placed so that pickle (Ray ships configs to actors) finds it as dataproc.config.StagesConfig.
+StagesConfig = stages_config_model(DOCUMENT_STAGES)
 
 
 class DataJobConfig(StrictModel):

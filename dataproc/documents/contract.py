@@ -1,49 +1,89 @@
-"""The filter contract (after datatrove's `BaseFilter`): a filter looks at one document and
-returns why it should be dropped (or None to keep it) plus named scores. Batching, skipping
-already-dropped rows, score columns and per-reason counting live in `dataproc.batch`, so a
-filter stays a few lines of document logic.
+"""The one contract every per-document stage follows, filters and rewriters alike.
+
+After datatrove's `BaseFilter`: a stage looks at one document and says what happens to it; the
+runner does batching, skipping rows already dropped, column writing and drop counting, so a
+stage stays a few lines of document logic and needs no adapter of its own. A single result type
+covers all of them because the stages differ only in what they return: a drop reason (URL,
+Gopher, FineWeb), typed annotations (language's `lang` string next to its score), a rewritten
+text (PII), or both (C4 drops pages *and* lines; extraction turns HTML into text and a title).
+
+After NeMo Curator's column contracts, a stage declares the column it reads and the columns it
+writes with their Arrow types, so every block of a run has one schema even when a block holds
+no row the stage looked at.
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from typing import ClassVar, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Sequence
 
-from llmforge.common.config import StrictModel
+import pyarrow as pa
 
-Scores = dict[str, float]
+# Re-exported: dataproc/corpus/quality/stage.py still imports the options base from here.
+from dataproc.options import StageOptions
+
+__all__ = ["TEXT", "Column", "DocStage", "StageOptions", "StageResult", "floats"]
+
+TEXT = "text"
 
 
-class StageOptions(StrictModel):
-    """Options every stage has."""
+@dataclass(frozen=True)
+class Column:
+    """A column a stage writes. `missing` fills rows the stage did not look at (dropped before
+    it): NaN for floats, so "not scored" never reads as a score of 0; None otherwise."""
 
-    enabled: bool = True
+    name: str
+    type: pa.DataType = field(default_factory=pa.float64)
+    missing: Any = None
+
+    def __post_init__(self) -> None:
+        if self.missing is None and pa.types.is_floating(self.type):
+            object.__setattr__(self, "missing", math.nan)
+
+    def coerce(self, value: Any) -> Any:
+        """A float column takes ints and None (as NaN) too: counts are natural as ints."""
+        if pa.types.is_floating(self.type):
+            return self.missing if value is None else float(value)
+        return value
 
 
-class DocFilter(ABC):
-    """Keep/drop one document.
+def floats(*names: str) -> tuple[Column, ...]:
+    return tuple(Column(name) for name in names)
 
-    `name` is the stage name in the config and the prefix of drop reasons in stats.
-    `score_columns` lists the keys `check` returns, in order: each becomes a float column.
+
+@dataclass(frozen=True, slots=True)
+class StageResult:
+    """What a stage decided for one document.
+
+    `drop`: why to drop it, or None to keep it. `scores`: values of the stage's columns by name
+    (a missing one is filled as if the row was not looked at). `text`: the document's new text,
+    or None to leave it as it is; only stages declaring `rewrites` may set it.
     """
 
-    name: ClassVar[str]
-    score_columns: ClassVar[tuple[str, ...]] = ()
+    drop: str | None = None
+    scores: Mapping[str, Any] = field(default_factory=dict)
+    text: str | None = None
+
+
+class DocStage(ABC):
+    """One per-document stage: built once per worker from its options, then `process`.
+
+    `reads`: the column `process` gets (`url` for the URL filter, `html` for extraction).
+    `rewrites`: its results carry the new `text` (the column is created if the batch has none).
+    `consumes`: no later stage or output needs the `reads` column, so it goes after this stage.
+    `columns`: what it writes, in order; an instance may set its own when options decide them.
+    """
+
+    reads: ClassVar[str] = TEXT
+    rewrites: ClassVar[bool] = False
+    consumes: ClassVar[bool] = False
+    columns: tuple[Column, ...] = ()
 
     @abstractmethod
-    def check(self, text: str) -> tuple[str | None, Scores]:
-        """Return (drop reason or None to keep, scores keyed by `score_columns`)."""
+    def process(self, value: Any) -> StageResult:
+        """The decision for one document, given its `reads` value."""
 
-    def check_batch(self, texts: Sequence[str]) -> list[tuple[str | None, Scores]]:
-        """Override when a whole batch is cheaper than one call per document (e.g. a model)."""
-        return [self.check(t) for t in texts]
-
-
-class DocTransform(ABC):
-    """Rewrite one document's text (e.g. PII redaction); never drops."""
-
-    name: ClassVar[str]
-    score_columns: ClassVar[tuple[str, ...]] = ()
-
-    @abstractmethod
-    def transform(self, text: str) -> tuple[str, Scores]:
-        """Return (new text, scores keyed by `score_columns`)."""
+    def process_batch(self, values: Sequence[Any]) -> list[StageResult]:
+        """Override when a batch costs less than one call per document (a model, say)."""
+        return [self.process(v) for v in values]

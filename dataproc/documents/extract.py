@@ -13,23 +13,28 @@ Steps:
      readability-style paragraph score; add its text-rich, link-poor siblings (leads);
   4. inside it drop link-heavy blocks (menus and link lists without a telling class);
   5. unwrap inline tags so each remaining text node is one block; join blocks with "\n".
+
+As a stage (`ExtractStage`) it reads `html` and writes `text` and `title`; `html` goes after
+it. It has no `enabled` switch: every later stage works on its text.
 """
 from __future__ import annotations
 
 import re
 from functools import lru_cache
 
+import pyarrow as pa
 from pydantic import Field
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from dataproc.options import StageOptions
+from dataproc.documents.contract import Column, DocStage, StageResult
+from llmforge.common.config import StrictModel
 
 
-class ExtractOptions(StageOptions):
+class ExtractOptions(StrictModel):
     """Knobs of the main-content extractor (defaults tuned on trafilatura's eval set)."""
 
     min_text_chars: int = Field(50, ge=0)
-    """Extractions shorter than this count as empty: the pipeline drops the doc ("empty")."""
+    """Extractions shorter than this count as empty: the stage drops the doc ("empty")."""
 
     keep_title: bool = True
     """Return the page title (<title>, else og:title, else the first <h1>)."""
@@ -159,6 +164,26 @@ _HEADING_TAGS = frozenset(("h1", "h2", "h3", "h4", "h5", "h6"))
 
 _SEP = "\x00"  # Lexbor drops NULs from text while parsing, so this cannot clash
 _WS_RE = re.compile(r"\s+")
+
+
+class ExtractStage(DocStage):
+    """HTML -> main text (the row's new `text`) and `title`; drops pages with no usable text.
+
+    A row dropped before extraction gets the title "", not null, like a page without one.
+    """
+
+    reads = "html"
+    rewrites = True
+    consumes = True
+    columns = (Column("title", pa.string(), missing=""),)
+
+    def __init__(self, options: ExtractOptions | None = None):
+        self.options = options or ExtractOptions()
+
+    def process(self, html: str) -> StageResult:
+        text, title = extract_text(html, self.options)
+        drop = "empty" if len(text) < self.options.min_text_chars else None
+        return StageResult(drop, {"title": title}, text=text)
 
 
 def extract_text(html: str, options: ExtractOptions) -> tuple[str, str]:

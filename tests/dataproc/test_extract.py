@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from dataproc.documents.extract import ExtractOptions, extract_text
+from dataproc.config import StagesConfig
+from dataproc.documents.contract import StageResult
+from dataproc.documents.extract import ExtractOptions, ExtractStage, extract_text
 
 OPTS = ExtractOptions()
 
@@ -133,6 +135,35 @@ def test_short_extraction_counts_as_empty() -> None:
     html = "<html><head><title>T</title></head><body><p>Too short.</p></body></html>"
     assert extract_text(html, OPTS) == ("", "")
     assert extract_text(html, ExtractOptions(min_text_chars=5)) == ("Too short.", "T")
+    assert ExtractStage(OPTS).process(html) == StageResult("empty", {"title": ""}, text="")
+    assert ExtractStage(ExtractOptions(min_text_chars=5)).process(html) == StageResult(
+        None, {"title": "T"}, text="Too short."
+    )
+
+
+# Sloppy but common markup: unquoted attributes, unclosed <h2>/<p>/<li>, stray end tags. The
+# parser closes the container at the first </div>, so the short list after it is not content.
+SLOPPY_PAGE = """<html><head><title>Tide   tables</title></head>
+<body><div id=main class=content>
+<h2>High water
+<p>The tide rises twice a day, about fifty minutes later each day.
+<p>Spring tides follow the new and the full moon</div></div></span>
+<ul><li>Mon 06:12<li>Tue 07:01</ul>
+</body></html>"""
+
+
+def test_stage_turns_a_sloppy_page_into_text_and_title() -> None:
+    stage = ExtractStage(OPTS)
+    assert (stage.reads, stage.rewrites, stage.consumes) == ("html", True, True)
+    assert stage.process(SLOPPY_PAGE) == StageResult(
+        None,
+        {"title": "Tide tables"},
+        text=(
+            "High water\n"
+            "The tide rises twice a day, about fifty minutes later each day.\n"
+            "Spring tides follow the new and the full moon"
+        ),
+    )
 
 
 @pytest.mark.parametrize(
@@ -154,12 +185,26 @@ def test_broken_input_returns_empty(html) -> None:
     assert extract_text(html, OPTS) == ("", "")
 
 
-def test_random_bytes_never_raise() -> None:
+def _is_clean_line(line: str) -> bool:
+    return bool(line) and line == " ".join(line.split())
+
+
+def test_random_bytes_never_raise_and_come_out_clean() -> None:
+    # Junk decoded as text is mostly one long "paragraph": it comes out as text, and that text
+    # still has the extractor's shape: no blank lines, single spaces, nothing shorter than allowed.
     rng = random.Random(0)
+    non_empty = 0
     for _ in range(50):
         junk = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 4000)))
         text, title = extract_text(junk.decode("latin-1"), OPTS)
-        assert isinstance(text, str) and isinstance(title, str)
+        if text:
+            non_empty += 1
+            assert len(text) >= OPTS.min_text_chars
+            assert all(_is_clean_line(line) for line in text.split("\n"))
+            assert title == "" or _is_clean_line(title)
+        else:
+            assert title == ""
+    assert non_empty == 48
 
 
 def test_deeply_nested_and_huge_input() -> None:
@@ -181,7 +226,10 @@ def test_options_validated() -> None:
         ExtractOptions(max_link_density=1.5)
     with pytest.raises(ValidationError):
         ExtractOptions(unknown_knob=1)
-    assert ExtractOptions().enabled is True
+    # Every later stage works on extracted text: there is no switch to turn extraction off.
+    with pytest.raises(ValidationError) as err:
+        StagesConfig.model_validate({"extract": {"enabled": True}})
+    assert [(e["loc"], e["type"]) for e in err.value.errors()] == [(("extract", "enabled"), "extra_forbidden")]
 
 
 # --- quality on trafilatura's evaluation set ----------------------------------------------

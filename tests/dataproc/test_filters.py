@@ -1,5 +1,6 @@
 """Document filters: verdicts and scores on hand-built texts, thresholds at their edges,
-options validation. Expected numbers are worked out by hand in the comments."""
+options validation. Expected numbers are worked out by hand in the comments. The stages are
+called through their `DocStage` contract (`process`), as the runner calls them."""
 from __future__ import annotations
 
 import gzip
@@ -9,6 +10,7 @@ import random
 import pytest
 from pydantic import ValidationError
 
+from dataproc.documents.contract import DocStage, StageResult
 from dataproc.documents.filters.c4 import C4Filter, C4Options
 from dataproc.documents.filters.fineweb import FineWebFilter, FineWebOptions
 from dataproc.documents.filters.gopher import (
@@ -25,6 +27,24 @@ from dataproc.documents.filters.url import UrlFilter, UrlFilterOptions, parse_bl
 
 def approx(expected: dict[str, float]) -> dict:
     return {k: pytest.approx(v, rel=1e-12, nan_ok=True) for k, v in expected.items()}
+
+
+def check(stage: DocStage, value: str) -> tuple[str | None, dict]:
+    """(drop reason, scores) of a stage that only filters: it must leave the text alone."""
+    result = stage.process(value)
+    assert result.text is None
+    return result.drop, dict(result.scores)
+
+
+def rewrite(stage: DocStage, text: str) -> tuple[str, dict]:
+    """(new text, scores) of a stage that only rewrites: it must never drop."""
+    result = stage.process(text)
+    assert result.drop is None and result.text is not None
+    return result.text, dict(result.scores)
+
+
+def names(stage: DocStage) -> list[str]:
+    return [column.name for column in stage.columns]
 
 
 # ------------------------------------------------------------------------------ text_utils
@@ -58,7 +78,7 @@ def test_gopher_quality_all_scores_by_hand():
     # 4 lines "- the data of the data #": tokens - the data of the data #  -> 5 words, 2 symbols
     # 6 lines "the data with the data...": tokens the data with the data ... -> 5 words, 1 symbol
     text = "\n".join(["- the data of the data #"] * 4 + ["the data with the data..."] * 6)
-    reason, scores = QUALITY.check(text)
+    reason, scores = check(QUALITY, text)
     assert scores == approx(
         {
             "gopher_word_count": 50,  # 4*5 + 6*5
@@ -72,7 +92,7 @@ def test_gopher_quality_all_scores_by_hand():
         }
     )
     assert reason == "too_many_ellipsis_lines"  # 0.6 > 0.3; every earlier rule passes
-    assert list(scores) == list(GopherQualityFilter.score_columns)
+    assert list(scores) == names(GopherQualityFilter())
 
 
 @pytest.mark.parametrize(
@@ -96,13 +116,13 @@ def test_gopher_quality_all_scores_by_hand():
     ],
 )
 def test_gopher_quality_thresholds(tokens, reason):
-    assert QUALITY.check(" ".join(tokens))[0] == reason
+    assert check(QUALITY, " ".join(tokens))[0] == reason
 
 
 @pytest.mark.parametrize(("n_bullets", "reason"), [(9, None), (10, "too_many_bullet_lines")])
 def test_gopher_quality_bullet_lines(n_bullets, reason):
     lines = ["- the data the data the data"] * n_bullets + ["the data the data the data"] * (10 - n_bullets)
-    reason_, scores = QUALITY.check("\n".join(lines))
+    reason_, scores = check(QUALITY, "\n".join(lines))
     assert reason_ == reason
     assert scores["gopher_bullet_lines_ratio"] == n_bullets / 10
 
@@ -110,19 +130,19 @@ def test_gopher_quality_bullet_lines(n_bullets, reason):
 @pytest.mark.parametrize(("n_ellipsis", "reason"), [(3, None), (4, "too_many_ellipsis_lines")])
 def test_gopher_quality_ellipsis_lines(n_ellipsis, reason):
     lines = ["the data the data the data..."] * n_ellipsis + ["the data the data the data."] * (10 - n_ellipsis)
-    assert QUALITY.check("\n".join(lines))[0] == reason
+    assert check(QUALITY, "\n".join(lines))[0] == reason
 
 
 def test_gopher_quality_max_words_and_disabled_rules():
     strict = GopherQualityFilter(GopherQualityOptions(max_doc_words=60))
-    assert strict.check(" ".join(["the", "data"] * 30))[0] is None
-    assert strict.check(" ".join(["the", "data"] * 30 + ["x"]))[0] == "too_many_words"
+    assert check(strict, " ".join(["the", "data"] * 30))[0] is None
+    assert check(strict, " ".join(["the", "data"] * 30 + ["x"]))[0] == "too_many_words"
     lax = GopherQualityFilter(GopherQualityOptions(min_doc_words=None, min_stop_words=None))
-    assert lax.check("data data")[0] is None
+    assert check(lax, "data data")[0] is None
 
 
 def test_gopher_quality_empty_text():
-    reason, scores = QUALITY.check("")
+    reason, scores = check(QUALITY, "")
     assert reason == "too_few_words"
     assert scores["gopher_word_count"] == 0
     assert math.isnan(scores["gopher_mean_word_length"])
@@ -148,12 +168,12 @@ NO_NGRAMS = {"top_ngram_max_frac": {}, "dup_ngram_max_frac": {}}
 
 def test_gopher_repetition_paragraphs():
     text = "a b\n\na b\n\nc d"  # 13 chars; paragraphs [a b, a b, c d]
-    reason, scores = GopherRepetitionFilter().check(text)
+    reason, scores = check(GopherRepetitionFilter(), text)
     assert reason == "dup_para_frac"
     assert scores["gopher_dup_para_frac"] == 1 / 3
     assert scores["gopher_dup_para_char_frac"] == 3 / 13
     assert math.isnan(scores["gopher_dup_line_frac"])  # not reached
-    reason, _ = GopherRepetitionFilter(GopherRepetitionOptions(max_dup_para_frac=None)).check(text)
+    reason, _ = check(GopherRepetitionFilter(GopherRepetitionOptions(max_dup_para_frac=None)), text)
     assert reason == "dup_para_char_frac"  # 3/13 = 0.23 > 0.2
 
 
@@ -164,14 +184,14 @@ def test_gopher_repetition_paragraphs():
 def test_gopher_repetition_paragraph_fraction_boundary(n_unique, n_dups, reason):
     paras = [f"paragraph number {i} is unique" for i in range(n_unique)] + ["x"] + ["x"] * n_dups
     options = GopherRepetitionOptions(max_dup_line_frac=None, **NO_NGRAMS)
-    reason_, scores = GopherRepetitionFilter(options).check("\n\n".join(paras))
+    reason_, scores = check(GopherRepetitionFilter(options), "\n\n".join(paras))
     assert scores["gopher_dup_para_frac"] == n_dups / len(paras)
     assert reason_ == reason
 
 
 def test_gopher_repetition_lines():
     text = "x\nx\ny"  # one paragraph; lines [x, x, y]; 5 chars
-    reason, scores = GopherRepetitionFilter().check(text)
+    reason, scores = check(GopherRepetitionFilter(), text)
     assert reason == "dup_line_frac"
     assert scores["gopher_dup_para_frac"] == 0
     assert scores["gopher_dup_line_frac"] == 1 / 3
@@ -180,7 +200,7 @@ def test_gopher_repetition_lines():
 
 def test_gopher_repetition_top_ngram():
     text = "ab cd ab cd ab cd ef gh"  # 23 chars; "ab cd" (5 chars) 3 times
-    reason, scores = GopherRepetitionFilter().check(text)
+    reason, scores = check(GopherRepetitionFilter(), text)
     assert reason == "top_2_gram"
     assert scores["gopher_top_2_gram_frac"] == 15 / 23
 
@@ -188,7 +208,7 @@ def test_gopher_repetition_top_ngram():
 def test_gopher_repetition_top_ngram_ties_go_to_the_first_seen():
     # Every bigram occurs once; Counter.most_common picks the first, "x y" (3 chars), not "zzz www".
     options = GopherRepetitionOptions(top_ngram_max_frac={2: 1.0}, dup_ngram_max_frac={})
-    _, scores = GopherRepetitionFilter(options).check("x y zzz www")
+    _, scores = check(GopherRepetitionFilter(options), "x y zzz www")
     assert scores["gopher_top_2_gram_frac"] == 3 / 11
 
 
@@ -197,7 +217,7 @@ def test_gopher_repetition_duplicated_ngrams_count_overlaps_once():
     # at 10 it repeats again (+5). 10 chars of 29; counting every repeated position would give 30.
     text = "a b c d e a b c d e a b c d e"
     options = GopherRepetitionOptions(max_dup_line_frac=None, top_ngram_max_frac={})
-    reason, scores = GopherRepetitionFilter(options).check(text)
+    reason, scores = check(GopherRepetitionFilter(options), text)
     assert reason == "duplicated_5_gram"
     assert scores["gopher_dup_5_gram_frac"] == 10 / 29
     assert math.isnan(scores["gopher_dup_6_gram_frac"])
@@ -209,7 +229,7 @@ def test_gopher_repetition_duplicated_ngram_boundary(extra_char, reason):
     # four-char word = 46 chars + 14 spaces = 60, so len = 19 + 1 + 60 + 1 + 19 = 100 -> 0.15.
     middle = [f"w{i:02d}" for i in range(14)] + ["wxyz" if extra_char else "wxy"]
     text = " ".join(["aaa bbb ccc ddd eee", *middle, "aaa bbb ccc ddd eee"])
-    reason_, scores = GopherRepetitionFilter(GopherRepetitionOptions(top_ngram_max_frac={})).check(text)
+    reason_, scores = check(GopherRepetitionFilter(GopherRepetitionOptions(top_ngram_max_frac={})), text)
     assert scores["gopher_dup_5_gram_frac"] == 15 / len(text)
     assert len(text) == (100 if extra_char else 99)
     assert reason_ == reason
@@ -240,7 +260,7 @@ def test_gopher_repetition_matches_datatrove_scan_on_random_texts():
     for _ in range(200):
         tokens = [rng.choice(["a", "bb", "ccc", "the", "of"]) for _ in range(rng.randint(0, 60))]
         text = " ".join(tokens) or "-"
-        _, scores = filt.check(text)
+        _, scores = check(filt, text)
         for n in range(5, 11):
             assert scores[f"gopher_dup_{n}_gram_frac"] == _datatrove_find_all_duplicate(words(text), n) / len(text)
 
@@ -250,13 +270,13 @@ def test_gopher_repetition_clean_text_passes_and_custom_columns():
         "The committee met on Tuesday to review the budget. Members raised concerns about rising costs.\n\n"
         "After a long discussion, they agreed to postpone the vote until next month."
     )
-    reason, scores = GopherRepetitionFilter().check(text)
+    reason, scores = check(GopherRepetitionFilter(), text)
     assert reason is None
     assert not any(math.isnan(v) for v in scores.values())
-    assert list(scores) == list(GopherRepetitionFilter.score_columns)
+    assert list(scores) == names(GopherRepetitionFilter())
     custom = GopherRepetitionFilter(GopherRepetitionOptions(top_ngram_max_frac={3: 0.5}, dup_ngram_max_frac={}))
-    assert custom.score_columns[-1] == "gopher_top_3_gram_frac"
-    assert GopherRepetitionFilter().check("")[0] is None
+    assert names(custom)[-1] == "gopher_top_3_gram_frac"
+    assert check(GopherRepetitionFilter(), "")[0] is None
 
 
 def test_gopher_repetition_options_validation():
@@ -279,7 +299,7 @@ def _long_lines(n: int, n_punct: int) -> list[str]:
 
 @pytest.mark.parametrize(("n_punct", "reason"), [(3, "line_punct_ratio"), (4, None)])
 def test_fineweb_line_punctuation(n_punct, reason):
-    reason_, scores = FineWebFilter().check("\n".join(_long_lines(25, n_punct)))
+    reason_, scores = check(FineWebFilter(), "\n".join(_long_lines(25, n_punct)))
     assert reason_ == reason  # 3/25 = 0.12 is dropped (<=), 4/25 kept
     assert scores["fineweb_line_punct_ratio"] == n_punct / 25
     if reason is None:
@@ -297,7 +317,7 @@ def test_fineweb_line_punctuation(n_punct, reason):
 def test_fineweb_short_lines(n_short, reason):
     short = [f"Short line {i:03d}." for i in range(n_short)]  # 15 chars
     long = [f"This is a longer line number {i:03d} of the text." for i in range(100 - n_short)]
-    reason_, scores = FineWebFilter(FineWebOptions(new_line_ratio=None)).check("\n".join(short + long))
+    reason_, scores = check(FineWebFilter(FineWebOptions(new_line_ratio=None)), "\n".join(short + long))
     assert scores["fineweb_short_line_ratio"] == n_short / 100
     assert reason_ == reason
 
@@ -307,7 +327,7 @@ def test_fineweb_duplicated_line_chars(dup_len, reason):
     dup = "d" * (dup_len - 1) + "."
     lines = [f"{i}" * 98 + "." for i in range(1, 10)] + [dup, dup]
     total = 9 * 99 + 2 * dup_len  # newlines excluded: 9/909 = 0.0099 kept, 10/911 = 0.011 dropped
-    reason_, scores = FineWebFilter(FineWebOptions(new_line_ratio=None)).check("\n".join(lines))
+    reason_, scores = check(FineWebFilter(FineWebOptions(new_line_ratio=None)), "\n".join(lines))
     assert scores["fineweb_char_dup_ratio"] == dup_len / total
     assert reason_ == reason
 
@@ -315,7 +335,7 @@ def test_fineweb_duplicated_line_chars(dup_len, reason):
 @pytest.mark.parametrize(("n_lines", "reason"), [(10, None), (11, "list_ratio")])
 def test_fineweb_newline_ratio(n_lines, reason):
     text = "\n".join(f"Item{i} x." for i in range(n_lines))  # 3 tokens a line
-    reason_, scores = FineWebFilter(FineWebOptions(short_line_thr=None)).check(text)
+    reason_, scores = check(FineWebFilter(FineWebOptions(short_line_thr=None)), text)
     assert scores["fineweb_newline_ratio"] == (n_lines - 1) / (3 * n_lines)  # 0.3 / 0.303
     assert reason_ == reason
 
@@ -345,43 +365,42 @@ C4_TEXT = "\n".join(
 
 
 def test_c4_keeps_and_rewrites_lines():
-    new_text, reason, scores = C4Filter().apply(C4_TEXT)
-    assert reason is None
-    assert new_text == (
-        "This is a proper sentence. And another one here.\n"
-        "Wikipedia says this is true.\n"
-        "Third line is fine. It has two sentences!"
+    assert C4Filter().process(C4_TEXT) == StageResult(
+        None,
+        {"c4_lines_kept_frac": 3 / 8, "c4_sentences": 5.0},
+        text=(
+            "This is a proper sentence. And another one here.\n"
+            "Wikipedia says this is true.\n"
+            "Third line is fine. It has two sentences!"
+        ),
     )
-    assert scores == {"c4_lines_kept_frac": 3 / 8, "c4_sentences": 5.0}
-    assert C4Filter().check(C4_TEXT) == (None, scores)
 
 
 def test_c4_too_few_sentences_at_the_boundary():
     text = C4_TEXT.replace("It has two sentences!", "it has one sentence!")  # 4 sentences now
-    new_text, reason, scores = C4Filter().apply(text)
-    assert (new_text, reason, scores["c4_sentences"]) == (None, "too_few_sentences", 4.0)
-    assert C4Filter(C4Options(min_num_sentences=4)).apply(text)[1] is None
+    result = C4Filter().process(text)
+    assert (result.text, result.drop, result.scores["c4_sentences"]) == (None, "too_few_sentences", 4.0)
+    assert C4Filter(C4Options(min_num_sentences=4)).process(text).drop is None
 
 
 def test_c4_page_rules():
-    assert C4Filter().apply(C4_TEXT + "\nLorem ipsum dolor sit amet.")[1] == "lorem_ipsum"
-    assert C4Filter().apply(C4_TEXT + "\nThe function returns {x} for all inputs.")[1] == "curly_bracket"
+    assert C4Filter().process(C4_TEXT + "\nLorem ipsum dolor sit amet.").drop == "lorem_ipsum"
+    assert C4Filter().process(C4_TEXT + "\nThe function returns {x} for all inputs.").drop == "curly_bracket"
     # A "{" on a line the line rules already removed does not condemn the page.
-    assert C4Filter().apply(C4_TEXT + "\nvar x = {a: 1}")[1] is None
-    _, reason, scores = C4Filter().apply("Lorem ipsum dolor sit amet.")
-    assert reason == "lorem_ipsum" and math.isnan(scores["c4_sentences"])
+    assert C4Filter().process(C4_TEXT + "\nvar x = {a: 1}").drop is None
+    result = C4Filter().process("Lorem ipsum dolor sit amet.")
+    assert result.drop == "lorem_ipsum" and math.isnan(result.scores["c4_sentences"]) and result.text is None
 
 
 def test_c4_switches():
     lenient = C4Filter(C4Options(filter_javascript=False, filter_policy=False, min_num_sentences=0))
-    new_text, reason, scores = lenient.apply(C4_TEXT)
-    assert reason is None
+    new_text, scores = rewrite(lenient, C4_TEXT)
     assert "JavaScript" in new_text and "Privacy Policy" in new_text
     assert scores["c4_sentences"] == 7.0
     no_punct = C4Filter(C4Options(filter_no_terminal_punct=False, min_words_per_line=0, min_num_sentences=0))
-    assert "no terminal punctuation here" in no_punct.apply(C4_TEXT)[0]
+    assert "no terminal punctuation here" in rewrite(no_punct, C4_TEXT)[0]
     long_word = "x" * 1001
-    assert long_word not in C4Filter(C4Options(min_num_sentences=0)).apply(f"A {long_word} b c.")[0]
+    assert long_word not in rewrite(C4Filter(C4Options(min_num_sentences=0)), f"A {long_word} b c.")[0]
     with pytest.raises(ValidationError) as err:
         C4Options(min_num_sentences=-1)
     assert err.value.errors()[0]["loc"] == ("min_num_sentences",)
@@ -407,7 +426,7 @@ PII = PiiRedactor()
     ],
 )
 def test_pii_redacts(text, expected, counts):
-    new_text, scores = PII.transform(text)
+    new_text, scores = rewrite(PII, text)
     assert new_text == expected
     assert (scores["pii_emails"], scores["pii_ips"], scores["pii_phones"]) == counts
 
@@ -426,15 +445,15 @@ def test_pii_redacts(text, expected, counts):
     ],
 )
 def test_pii_leaves_non_pii_alone(text):
-    assert PII.transform(text) == (text, {"pii_emails": 0.0, "pii_ips": 0.0, "pii_phones": 0.0})
+    assert rewrite(PII, text) == (text, {"pii_emails": 0.0, "pii_ips": 0.0, "pii_phones": 0.0})
 
 
 def test_pii_options():
     text = "mail a@b.com from 192.168.0.1 or 8.8.8.8, call 212-555-0123"
     all_ips = PiiRedactor(PiiOptions(public_ips_only=False, ip_placeholder="[IP]"))
-    assert all_ips.transform(text)[0] == "mail <EMAIL> from [IP] or [IP], call <PHONE_NUMBER>"
+    assert rewrite(all_ips, text)[0] == "mail <EMAIL> from [IP] or [IP], call <PHONE_NUMBER>"
     off = PiiRedactor(PiiOptions(emails=False, ip_addresses=False, phone_numbers=False))
-    assert off.transform(text) == (text, {"pii_emails": 0.0, "pii_ips": 0.0, "pii_phones": 0.0})
+    assert rewrite(off, text) == (text, {"pii_emails": 0.0, "pii_ips": 0.0, "pii_phones": 0.0})
     with pytest.raises(ValidationError):
         PiiOptions(email=False)
 
@@ -456,28 +475,30 @@ LANGUAGE_SAMPLES = {
 
 
 def test_language_detects_samples(language_filter):
-    detected = language_filter.detect_batch(list(LANGUAGE_SAMPLES.values()))
-    assert [lang for lang, _ in detected] == list(LANGUAGE_SAMPLES)
-    for (_, score), text in zip(detected, LANGUAGE_SAMPLES.values()):
-        assert 0.65 <= score <= 1.0
-        assert language_filter.detect(text)[1] == score
+    results = language_filter.process_batch(list(LANGUAGE_SAMPLES.values()))
+    assert [r.scores["lang"] for r in results] == list(LANGUAGE_SAMPLES)
+    for result, text in zip(results, LANGUAGE_SAMPLES.values()):
+        assert 0.65 <= result.scores["lang_score"] <= 1.0
+        assert language_filter.detect(text) == (result.scores["lang"], result.scores["lang_score"])
 
 
 def test_language_verdicts(language_filter):
-    reason, scores = language_filter.check(LANGUAGE_SAMPLES["en"])
-    assert reason is None and list(scores) == ["lang_score"] and 0.65 <= scores["lang_score"] <= 1.0
-    assert language_filter.check(LANGUAGE_SAMPLES["de"])[0] == "not_allowed"
+    reason, scores = check(language_filter, LANGUAGE_SAMPLES["en"])
+    assert reason is None and list(scores) == ["lang", "lang_score"] == names(language_filter)
+    assert scores["lang"] == "en" and 0.65 <= scores["lang_score"] <= 1.0
+    assert check(language_filter, LANGUAGE_SAMPLES["de"])[0] == "not_allowed"
     assert language_filter.verdict("en", 0.64) == "low_score"
     assert language_filter.verdict("en", 0.65) is None
-    assert language_filter.check("")[0] == "low_score"
-    assert language_filter.check("   \n ")[1] == {"lang_score": 0.0}
-    results = language_filter.check_batch([LANGUAGE_SAMPLES["en"], LANGUAGE_SAMPLES["zh"]])
-    assert [r for r, _ in results] == [None, "not_allowed"]
+    assert check(language_filter, "")[0] == "low_score"
+    assert check(language_filter, "   \n ")[1] == {"lang": "", "lang_score": 0.0}
+    results = language_filter.process_batch([LANGUAGE_SAMPLES["en"], LANGUAGE_SAMPLES["zh"]])
+    assert [r.drop for r in results] == [None, "not_allowed"]
+    assert [r.scores["lang"] for r in results] == ["en", "zh"]
 
 
 def test_language_any_language_and_validation():
     anything = LanguageFilter(LanguageOptions(languages=[], min_score=0.5))
-    assert anything.check(LANGUAGE_SAMPLES["de"])[0] is None
+    assert check(anything, LANGUAGE_SAMPLES["de"])[0] is None
     assert anything.verdict("de", 0.4) == "low_score"
     with pytest.raises(ValueError, match=r"lid.176 has no language \['xx'\]"):
         LanguageFilter(LanguageOptions(languages=["en", "xx"]))
@@ -491,21 +512,21 @@ def test_language_any_language_and_validation():
 
 def test_url_default_blocklist_covers_subdomains():
     f = UrlFilter()
-    assert f.check_url("https://www.pornhub.com/view?x=1") == ("blocked_domain", {})
-    assert f.check_url("http://a.b.xvideos.com:8080/") == ("blocked_domain", {})
-    assert f.check("https://PornHub.com/") == ("blocked_domain", {})
+    assert f.process("https://www.pornhub.com/view?x=1") == StageResult("blocked_domain")
+    assert f.process("http://a.b.xvideos.com:8080/") == StageResult("blocked_domain")
+    assert check(f, "https://PornHub.com/") == ("blocked_domain", {})  # mixed case
     domains_only = UrlFilter(UrlFilterOptions(banned_substrings=[]))
-    assert domains_only.check_url("https://notpornhub.com/") == (None, {})  # a suffix, not a label match
-    assert domains_only.check_url("https://pornhub.com.example.org/") == (None, {})
-    assert f.check_url("https://en.wikipedia.org/wiki/Sussex") == (None, {})
-    assert f.check_url("") == (None, {}) and f.check_url(None) == (None, {})
+    assert domains_only.process("https://notpornhub.com/") == StageResult()  # a suffix, not a label match
+    assert domains_only.process("https://pornhub.com.example.org/") == StageResult()
+    assert f.process("https://en.wikipedia.org/wiki/Sussex") == StageResult()
+    assert f.process("") == StageResult() and f.process(None) == StageResult()
 
 
 def test_url_banned_substrings_are_matched_on_the_normalised_url():
     f = UrlFilter()
-    assert f.check_url("https://example.com/free-p-o-r-n/") == ("banned_substring", {})
-    assert f.check_url("https://example.com/XXX/videos") == ("banned_substring", {})
-    assert UrlFilter(UrlFilterOptions(banned_substrings=[])).check_url("https://example.com/xxx") == (None, {})
+    assert f.process("https://example.com/free-p-o-r-n/") == StageResult("banned_substring")
+    assert f.process("https://example.com/XXX/videos") == StageResult("banned_substring")
+    assert UrlFilter(UrlFilterOptions(banned_substrings=[])).process("https://example.com/xxx") == StageResult()
 
 
 def test_url_user_blocklists(tmp_path):
@@ -516,11 +537,11 @@ def test_url_user_blocklists(tmp_path):
         f.write("packed.io\n")
     f = UrlFilter(UrlFilterOptions(use_default_blocklist=False, blocklist_paths=[str(plain), str(packed)]))
     assert f.blocked == {"example.com", "bad.org", "evil.net", "packed.io"}
-    assert f.check_url("https://deep.sub.example.com/x")[0] == "blocked_domain"
-    assert f.check_url("https://bad.org/")[0] == "blocked_domain"
-    assert f.check_url("https://cdn.packed.io/")[0] == "blocked_domain"
-    assert f.check_url("https://example.co/")[0] is None
-    assert f.check_url("https://xhamster.com/")[0] is None  # default list switched off
+    assert f.process("https://deep.sub.example.com/x").drop == "blocked_domain"
+    assert f.process("https://bad.org/").drop == "blocked_domain"
+    assert f.process("https://cdn.packed.io/").drop == "blocked_domain"
+    assert f.process("https://example.co/").drop is None
+    assert f.process("https://xhamster.com/").drop is None  # default list switched off
     with pytest.raises(FileNotFoundError, match="no such file"):
         UrlFilter(UrlFilterOptions(blocklist_paths=[str(tmp_path / "missing")]))
 

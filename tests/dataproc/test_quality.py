@@ -324,8 +324,8 @@ def test_scorer_adds_quality_score_column(trained, tmp_path):
 def test_quality_filter_drops_below_threshold(trained, tmp_path):
     path = str(trained.save(tmp_path / "m.npz"))
     pos, neg = corpus(3, seed=10)
-    results = QualityFilter(QualityModelOptions(enabled=True, model_path=path)).check_batch(pos + neg)
-    assert [r for r, _ in results] == [None] * 3 + ["low_score"] * 3
-    assert set(results[0][1]) == {"quality_score"}
+    results = QualityFilter(QualityModelOptions(enabled=True, model_path=path)).process_batch(pos + neg)
+    assert [r.drop for r in results] == [None] * 3 + ["low_score"] * 3
+    assert set(results[0].scores) == {"quality_score"}
     score_only = QualityFilter(QualityModelOptions(enabled=True, model_path=path, keep_top_fraction=0.5))
-    assert [r for r, _ in score_only.check_batch(neg)] == [None] * 3
+    assert [r.drop for r in score_only.process_batch(neg)] == [None] * 3

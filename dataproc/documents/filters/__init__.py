@@ -1,1 +1,1 @@
-"""Document filters: one module per rule family, all following `base.DocFilter`."""
+"""Per-document filters and rewriters: one module per rule family, each a `contract.DocStage`."""

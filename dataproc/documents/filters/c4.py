@@ -23,18 +23,16 @@ leftover code) removes that line, not the page.
 
 Sentences are counted with `text_utils.count_sentences`, a regex stand-in for NLTK punkt.
 
-C4 rewrites the text as well as filtering it, so the pipeline calls `apply`, which returns
-the cleaned text; `check` (the `DocFilter` contract) gives the same verdict and scores.
+C4 rewrites the text as well as filtering it: a kept page's result carries the cleaned text.
 """
 from __future__ import annotations
 
 import math
 import re
-from typing import ClassVar
 
 from pydantic import Field
 
-from dataproc.documents.contract import DocFilter, Scores
+from dataproc.documents.contract import DocStage, StageResult, floats
 from dataproc.options import StageOptions
 from dataproc.documents.filters.text_utils import count_sentences
 
@@ -51,7 +49,7 @@ POLICY_SUBSTRINGS = (
 )
 
 # A page dropped mid-scan has no meaningful line or sentence counts.
-_STOPPED_EARLY: Scores = {"c4_lines_kept_frac": math.nan, "c4_sentences": math.nan}
+_STOPPED_EARLY = {"c4_lines_kept_frac": math.nan, "c4_sentences": math.nan}
 
 
 class C4Options(StageOptions):
@@ -68,21 +66,16 @@ class C4Options(StageOptions):
     filter_policy: bool = True
 
 
-class C4Filter(DocFilter):
-    """C4 line cleaning plus page rules; use `apply` to get the cleaned text."""
+class C4Filter(DocStage):
+    """C4 line cleaning plus page rules; a kept page comes back as its kept lines."""
 
-    name: ClassVar[str] = "c4"
-    score_columns: ClassVar[tuple[str, ...]] = ("c4_lines_kept_frac", "c4_sentences")
+    rewrites = True
+    columns = floats("c4_lines_kept_frac", "c4_sentences")
 
     def __init__(self, options: C4Options | None = None):
         self.opts = options or C4Options()
 
-    def check(self, text: str) -> tuple[str | None, Scores]:
-        _, reason, scores = self.apply(text)
-        return reason, scores
-
-    def apply(self, text: str) -> tuple[str | None, str | None, Scores]:
-        """(cleaned text or None when dropped, drop reason or None, scores)."""
+    def process(self, text: str) -> StageResult:
         o = self.opts
         lines = text.splitlines()
         kept: list[str] = []
@@ -102,11 +95,11 @@ class C4Filter(DocFilter):
                 continue
             lower = line.lower()
             if o.filter_lorem_ipsum and "lorem ipsum" in lower:
-                return None, "lorem_ipsum", dict(_STOPPED_EARLY)
+                return StageResult("lorem_ipsum", dict(_STOPPED_EARLY))
             if o.filter_javascript and "javascript" in lower:
                 continue
             if o.filter_curly_bracket and "{" in line:
-                return None, "curly_bracket", dict(_STOPPED_EARLY)
+                return StageResult("curly_bracket", dict(_STOPPED_EARLY))
             if o.filter_policy and any(p in lower for p in POLICY_SUBSTRINGS):
                 continue
             n_sentences += count_sentences(line)
@@ -116,5 +109,5 @@ class C4Filter(DocFilter):
             "c4_sentences": float(n_sentences),
         }
         if n_sentences < o.min_num_sentences:
-            return None, "too_few_sentences", scores
-        return "\n".join(kept), None, scores
+            return StageResult("too_few_sentences", scores)
+        return StageResult(None, scores, text="\n".join(kept))

@@ -19,11 +19,10 @@ at the threshold is dropped by the first three rules and kept by the last.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 from pydantic import Field
 
-from dataproc.documents.contract import DocFilter, Scores
+from dataproc.documents.contract import DocStage, StageResult, floats
 from dataproc.options import StageOptions
 from dataproc.documents.filters.text_utils import find_duplicates, words
 
@@ -41,11 +40,10 @@ class FineWebOptions(StageOptions):
     new_line_ratio: float | None = Field(0.3, ge=0.0)
 
 
-class FineWebFilter(DocFilter):
+class FineWebFilter(DocStage):
     """FineWeb's line-level rules. Stops at the first failed rule; later scores are NaN."""
 
-    name: ClassVar[str] = "fineweb"
-    score_columns: ClassVar[tuple[str, ...]] = (
+    columns = floats(
         "fineweb_line_punct_ratio",
         "fineweb_short_line_ratio",
         "fineweb_char_dup_ratio",
@@ -55,8 +53,8 @@ class FineWebFilter(DocFilter):
     def __init__(self, options: FineWebOptions | None = None):
         self.opts = options or FineWebOptions()
 
-    def check(self, text: str) -> tuple[str | None, Scores]:
-        s: Scores = dict.fromkeys(self.score_columns, NAN)
+    def process(self, text: str) -> StageResult:
+        s = {c.name: NAN for c in self.columns}
         o = self.opts
         lines = text.split("\n")
         n_lines = len(lines)
@@ -68,23 +66,23 @@ class FineWebFilter(DocFilter):
             and ratio <= o.line_punct_thr
             and not (ratio == 0 and o.line_punct_exclude_zero)
         ):
-            return "line_punct_ratio", s
+            return StageResult("line_punct_ratio", s)
 
         ratio = sum(1 for line in lines if len(line) <= o.short_line_length) / n_lines
         s["fineweb_short_line_ratio"] = ratio
         if o.short_line_thr is not None and ratio >= o.short_line_thr:
-            return "short_line_ratio", s
+            return StageResult("short_line_ratio", s)
 
         n_chars = len(text) - (n_lines - 1)  # newlines excluded
         non_blank = [line for line in lines if line.strip()]
         ratio = find_duplicates(non_blank)[1] / n_chars if n_chars else 0.0
         s["fineweb_char_dup_ratio"] = ratio
         if o.char_duplicates_ratio is not None and ratio >= o.char_duplicates_ratio:
-            return "char_dup_ratio", s
+            return StageResult("char_dup_ratio", s)
 
         n_words = len(words(text))
         ratio = (n_lines - 1) / n_words if n_words else (math.inf if n_lines > 1 else 0.0)
         s["fineweb_newline_ratio"] = ratio
         if o.new_line_ratio is not None and ratio > o.new_line_ratio:
-            return "list_ratio", s
-        return None, s
+            return StageResult("list_ratio", s)
+        return StageResult(None, s)

@@ -30,16 +30,16 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import ClassVar
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from dataproc.documents.contract import DocFilter, Scores
+from dataproc.documents.contract import Column, DocStage, StageResult, floats
 from dataproc.options import StageOptions
 from dataproc.documents.filters.text_utils import find_duplicates, is_symbol, line_runs, paragraphs, words
 
 NAN = math.nan
+Scores = dict[str, float]
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 
 
@@ -75,11 +75,10 @@ def _check_range(lo, hi, lo_name: str, hi_name: str) -> None:
         raise ValueError(f"{lo_name} ({lo}) must be <= {hi_name} ({hi})")
 
 
-class GopherQualityFilter(DocFilter):
+class GopherQualityFilter(DocStage):
     """Gopher's document quality heuristics; all scores are computed from one tokenisation."""
 
-    name: ClassVar[str] = "gopher_quality"
-    score_columns: ClassVar[tuple[str, ...]] = (
+    columns = floats(
         "gopher_word_count",
         "gopher_mean_word_length",
         "gopher_hash_ratio",
@@ -123,9 +122,9 @@ class GopherQualityFilter(DocFilter):
             "gopher_stop_words": float(n_stop),
         }
 
-    def check(self, text: str) -> tuple[str | None, Scores]:
+    def process(self, text: str) -> StageResult:
         s = self.scores(text)
-        return self.verdict(s), s
+        return StageResult(self.verdict(s), s)
 
     def verdict(self, s: Scores) -> str | None:
         o = self.opts
@@ -194,8 +193,8 @@ class GopherRepetitionOptions(StageOptions):
         return dict(sorted(value.items()))
 
 
-def repetition_score_columns(top_ngrams, dup_ngrams) -> tuple[str, ...]:
-    return (
+def repetition_columns(top_ngrams, dup_ngrams) -> tuple[Column, ...]:
+    return floats(
         "gopher_dup_para_frac",
         "gopher_dup_para_char_frac",
         "gopher_dup_line_frac",
@@ -205,23 +204,22 @@ def repetition_score_columns(top_ngrams, dup_ngrams) -> tuple[str, ...]:
     )
 
 
-class GopherRepetitionFilter(DocFilter):
-    """Gopher's repetition heuristics. Stops at the first failed rule; later scores are NaN."""
+class GopherRepetitionFilter(DocStage):
+    """Gopher's repetition heuristics. Stops at the first failed rule; later scores are NaN.
 
-    name: ClassVar[str] = "gopher_repetition"
-    # The defaults' columns; an instance configured with other n-gram sizes overrides them.
-    score_columns: ClassVar[tuple[str, ...]] = repetition_score_columns(DEFAULT_TOP_NGRAMS, DEFAULT_DUP_NGRAMS)
+    Its columns depend on the configured n-gram sizes, so they are set per instance.
+    """
 
     def __init__(self, options: GopherRepetitionOptions | None = None):
         self.opts = options or GopherRepetitionOptions()
         self.top_ngrams = self.opts.top_ngram_max_frac
         self.dup_ngrams = self.opts.dup_ngram_max_frac
-        self.score_columns = repetition_score_columns(self.top_ngrams, self.dup_ngrams)  # type: ignore[misc]
+        self.columns = repetition_columns(self.top_ngrams, self.dup_ngrams)
 
-    def check(self, text: str) -> tuple[str | None, Scores]:
-        scores: Scores = dict.fromkeys(self.score_columns, NAN)
+    def process(self, text: str) -> StageResult:
+        scores: Scores = {c.name: NAN for c in self.columns}
         reason = self._check(text, scores)
-        return reason, scores
+        return StageResult(reason, scores)
 
     def _check(self, text: str, s: Scores) -> str | None:
         o = self.opts

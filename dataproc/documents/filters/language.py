@@ -14,12 +14,9 @@ Only the first `max_chars` characters are classified (FineWeb used the whole tex
 language of a web page is settled within a few sentences and the prediction cost grows
 with length. fastText reads one line, so newlines are replaced by spaces.
 
-Pipeline use: the stage needs the language itself as a string column, which the
-`DocFilter` contract (float scores) cannot carry. So the stage calls
-`detect_batch(texts) -> [(lang, score)]` once per batch, writes `lang` and `lang_score`
-columns from it, and asks `verdict(lang, score)` for each row's drop reason. `check` /
-`check_batch` give the same verdicts with `lang_score` as their only score, for callers
-that do not need the language.
+The stage writes the language itself (`lang`, a string column) next to its probability
+(`lang_score`), for rows it drops as well as rows it keeps: a funnel of "which languages did
+we throw away" needs both.
 
 Drop reasons: "not_allowed" (language not in `languages`), "low_score" (top score below
 `min_score`; this applies even when `languages` is empty, i.e. any language is allowed, so
@@ -28,11 +25,11 @@ set `min_score: 0` to keep everything). An empty text scores 0.
 from __future__ import annotations
 
 from importlib.resources import as_file, files
-from typing import ClassVar, Sequence
 
+import pyarrow as pa
 from pydantic import Field, field_validator
 
-from dataproc.documents.contract import DocFilter, Scores
+from dataproc.documents.contract import Column, DocStage, StageResult
 from dataproc.options import StageOptions
 
 _LABEL_PREFIX = "__label__"
@@ -61,11 +58,14 @@ def _load_model():
         return fasttext.load_model(str(path))
 
 
-class LanguageFilter(DocFilter):
-    """Keep documents whose top fastText language is allowed and confident enough."""
+class LanguageFilter(DocStage):
+    """Keep documents whose top fastText language is allowed and confident enough.
 
-    name: ClassVar[str] = "language"
-    score_columns: ClassVar[tuple[str, ...]] = ("lang_score",)
+    No batched `process_batch`: fasttext-predict's list form of predict() returns labels
+    without probabilities, so a batch is a loop of single predictions either way.
+    """
+
+    columns = (Column("lang", pa.string()), Column("lang_score"))
 
     def __init__(self, options: LanguageOptions | None = None):
         self.opts = options or LanguageOptions()
@@ -85,15 +85,10 @@ class LanguageFilter(DocFilter):
         line = " ".join(text.split())
         if not line:
             return "", 0.0
-        # fasttext-predict's list form of predict() returns labels without probabilities,
-        # so batches are a loop of single predictions (a few microseconds of overhead each).
         labels, probs = self.model.predict(line, k=1)
         if not labels:
             return "", 0.0
         return labels[0].removeprefix(_LABEL_PREFIX), min(float(probs[0]), 1.0)
-
-    def detect_batch(self, texts: Sequence[str]) -> list[tuple[str, float]]:
-        return [self.detect(t) for t in texts]
 
     def verdict(self, lang: str, score: float) -> str | None:
         if not lang:
@@ -104,9 +99,6 @@ class LanguageFilter(DocFilter):
             return "low_score"
         return None
 
-    def check(self, text: str) -> tuple[str | None, Scores]:
+    def process(self, text: str) -> StageResult:
         lang, score = self.detect(text)
-        return self.verdict(lang, score), {"lang_score": score}
-
-    def check_batch(self, texts: Sequence[str]) -> list[tuple[str | None, Scores]]:
-        return [(self.verdict(lang, score), {"lang_score": score}) for lang, score in self.detect_batch(texts)]
+        return StageResult(self.verdict(lang, score), {"lang": lang, "lang_score": score})

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Callable, ClassVar
+from typing import Callable
 
 from pydantic import Field
 
-from dataproc.documents.contract import DocTransform, Scores
+from dataproc.documents.contract import DocStage, StageResult, floats
 from dataproc.options import StageOptions
 
 EMAIL_RE = re.compile(
@@ -72,16 +72,16 @@ class PiiOptions(StageOptions):
     phone_placeholder: str = "<PHONE_NUMBER>"
 
 
-class PiiRedactor(DocTransform):
-    """Replace e-mails, IP addresses and phone numbers; scores count what was replaced."""
+class PiiRedactor(DocStage):
+    """Replace e-mails, IP addresses and phone numbers; scores count what was replaced. Never drops."""
 
-    name: ClassVar[str] = "pii"
-    score_columns: ClassVar[tuple[str, ...]] = ("pii_emails", "pii_ips", "pii_phones")
+    rewrites = True
+    columns = floats("pii_emails", "pii_ips", "pii_phones")
 
     def __init__(self, options: PiiOptions | None = None):
         self.opts = options or PiiOptions()
 
-    def transform(self, text: str) -> tuple[str, Scores]:
+    def process(self, text: str) -> StageResult:
         o = self.opts
         n_emails = n_ips = n_phones = 0
         # Cheap guards skip the regexes on the many documents that cannot match.
@@ -102,7 +102,8 @@ class PiiRedactor(DocTransform):
                 n_phones += n
             text, n = _sub(PHONE_NANP_RE, text, o.phone_placeholder, _is_nanp_phone)
             n_phones += n
-        return text, {"pii_emails": float(n_emails), "pii_ips": float(n_ips), "pii_phones": float(n_phones)}
+        scores = {"pii_emails": float(n_emails), "pii_ips": float(n_ips), "pii_phones": float(n_phones)}
+        return StageResult(None, scores, text=text)
 
     def _is_redactable_ip(self, match: re.Match) -> bool:
         candidate = match.group(0)

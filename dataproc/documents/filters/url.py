@@ -15,21 +15,19 @@ The shipped list (`dataproc/resources/url_blocklist.txt`) is a small demonstrati
 real runs pass the UT1 lists via `blocklist_paths`. The shipped substrings are short and
 unambiguous on purpose: words such as "sex" would block "sussex.ac.uk".
 
-This filter looks at the URL, not the text: the pipeline calls it on the `url` column, so
-`check(text)`'s argument is a URL (`check_url` is the same method under a clearer name).
-Rows without a URL are kept.
+This filter looks at the URL, not the text (`reads = "url"`). Rows without a URL are kept.
 """
 from __future__ import annotations
 
 import gzip
 import re
 from pathlib import Path
-from typing import ClassVar, Iterable
+from typing import Iterable
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from dataproc.documents.contract import DocFilter, Scores
+from dataproc.documents.contract import DocStage, StageResult
 from dataproc.options import StageOptions
 
 DEFAULT_BANNED_SUBSTRINGS = ("porn", "xxx", "hentai", "camgirl")
@@ -97,10 +95,10 @@ def _host(url: str) -> str | None:
     return host.strip(".") if host else None
 
 
-class UrlFilter(DocFilter):
+class UrlFilter(DocStage):
     """Drop by blocklisted domain (subdomains included) or banned substring of the URL."""
 
-    name: ClassVar[str] = "url_filter"
+    reads = "url"
 
     def __init__(self, options: UrlFilterOptions | None = None):
         self.opts = options or UrlFilterOptions()
@@ -111,21 +109,17 @@ class UrlFilter(DocFilter):
             self.blocked |= load_blocklist(path)
         self.banned = tuple(_normalize(w) for w in self.opts.banned_substrings)
 
-    def check(self, text: str) -> tuple[str | None, Scores]:
-        """`text` is the document's URL here (see module docstring)."""
-        return self.check_url(text)
-
-    def check_url(self, url: str | None) -> tuple[str | None, Scores]:
+    def process(self, url: str | None) -> StageResult:
         if not url:
-            return None, {}
+            return StageResult()
         host = _host(url)
         if host and self.blocked and self.is_blocked_host(host):
-            return "blocked_domain", {}
+            return StageResult("blocked_domain")
         if self.banned:
             normalized = _normalize(url)
             if any(word in normalized for word in self.banned):
-                return "banned_substring", {}
-        return None, {}
+                return StageResult("banned_substring")
+        return StageResult()
 
     def is_blocked_host(self, host: str) -> bool:
         """True when `host` or one of its parent domains is on the blocklist."""
