@@ -20,10 +20,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import pyarrow as pa
 
-# Re-exported: dataproc/corpus/quality/stage.py still imports the options base from here.
-from dataproc.options import StageOptions
-
-__all__ = ["TEXT", "Column", "DocStage", "StageOptions", "StageResult", "floats"]
+__all__ = ["TEXT", "Column", "DocStage", "StageResult", "floats"]
 
 TEXT = "text"
 

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from dataproc.corpus.quality.features import QualityFeatureConfig
 from dataproc.corpus.quality.model import QualityModel
-from dataproc.documents.contract import StageOptions
+from dataproc.options import StageOptions
 
 SCORE_COLUMN = "quality_score"
 
