@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from llmforge.common import fs
+from llmforge.common.errors import UserError
 
 FORMAT = "llmforge-token-shards"
 FORMAT_VERSION = 1
@@ -237,8 +238,8 @@ def read_manifest(shard_dir: str, filesystem: pafs.FileSystem | None = None) -> 
         raise FileNotFoundError(f"{path} not found: not a token shard directory, or its write did not finish")
     manifest = fs.read_json(filesystem, path)
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format {manifest.get('format')!r} version {manifest.get('format_version')!r}, "
-                         f"this code reads {FORMAT!r} version {FORMAT_VERSION}")
+        raise UserError(f"{path}: format {manifest.get('format')!r} version {manifest.get('format_version')!r}, "
+                        f"this code reads {FORMAT!r} version {FORMAT_VERSION}")
     return manifest
 
 
@@ -249,9 +250,9 @@ def check_tokenizer_matches(manifest: dict[str, Any], tokenizer_path: str) -> st
     actual = sha256_file(filesystem, path)
     expected = manifest.get("tokenizer_sha256")
     if actual != expected:
-        raise ValueError(f"{tokenizer_path}: tokenizer sha256 {actual} does not match shards' {expected}; "
-                         f"the shards' token ids mean other strings under this tokenizer: use the "
-                         f"tokenizer.json they were written with")
+        raise UserError(f"{tokenizer_path}: tokenizer sha256 {actual} does not match shards' {expected}; "
+                        f"the shards' token ids mean other strings under this tokenizer: use the "
+                        f"tokenizer.json they were written with")
     return actual
 
 
@@ -301,9 +302,9 @@ class ShardReader:
         self._doc_starts = np.cumsum([0] + [len(s) for s in self.shards]).tolist()
         n_docs, n_tokens = self._doc_starts[-1], sum(len(s.tokens) for s in self.shards)
         if (n_docs, n_tokens) != (self.manifest["total_documents"], self.manifest["total_tokens"]):
-            raise ValueError(f"{self.dir}: manifest totals ({self.manifest['total_documents']} documents, "
-                             f"{self.manifest['total_tokens']} tokens) disagree with its shards "
-                             f"({n_docs} documents, {n_tokens} tokens)")
+            raise UserError(f"{self.dir}: manifest totals ({self.manifest['total_documents']} documents, "
+                            f"{self.manifest['total_tokens']} tokens) disagree with its shards "
+                            f"({n_docs} documents, {n_tokens} tokens)")
 
     def _open(self, entry: dict[str, Any]) -> Shard:
         name = entry["name"]
@@ -317,16 +318,16 @@ class ShardReader:
         want_bin = entry["tokens"] * self.dtype.itemsize
         want_idx = entry["documents"] * IDX_DTYPE.itemsize
         if sizes[bin_path] != want_bin:
-            raise ValueError(f"{bin_path} has {sizes[bin_path]} bytes, the manifest says {entry['tokens']} "
-                             f"{self.manifest['dtype']} tokens = {want_bin} bytes (truncated or overwritten?)")
+            raise UserError(f"{bin_path} has {sizes[bin_path]} bytes, the manifest says {entry['tokens']} "
+                            f"{self.manifest['dtype']} tokens = {want_bin} bytes (truncated or overwritten?)")
         if sizes[idx_path] != want_idx:
-            raise ValueError(f"{idx_path} has {sizes[idx_path]} bytes, the manifest says {entry['documents']} "
-                             f"documents = {want_idx} bytes (truncated or overwritten?)")
+            raise UserError(f"{idx_path} has {sizes[idx_path]} bytes, the manifest says {entry['documents']} "
+                            f"documents = {want_idx} bytes (truncated or overwritten?)")
         tokens = _load_array(self.filesystem, bin_path, self.dtype, want_bin)
         ends = _load_array(self.filesystem, idx_path, IDX_DTYPE, want_idx)
         if len(ends) and (int(ends[-1]) != len(tokens) or np.any(np.diff(ends.astype(np.int64)) < 0)):
-            raise ValueError(f"{idx_path}: offsets are not non-decreasing ending at the {len(tokens)} tokens "
-                             f"of {bin_path} (last offset {int(ends[-1])})")
+            raise UserError(f"{idx_path}: offsets are not non-decreasing ending at the {len(tokens)} tokens "
+                            f"of {bin_path} (last offset {int(ends[-1])})")
         return Shard(name, tokens, ends)
 
     @property
@@ -358,8 +359,8 @@ class ShardReader:
         for entry, shard in zip(self.manifest["shards"], self.shards):
             actual = sha256_bytes(memoryview(np.ascontiguousarray(shard.tokens)).cast("B"))
             if actual != entry["sha256"]:
-                raise ValueError(f"{fs.join(self.dir, entry['name'] + '.bin')}: sha256 {actual} does not match "
-                                 f"the manifest's {entry['sha256']}")
+                raise UserError(f"{fs.join(self.dir, entry['name'] + '.bin')}: sha256 {actual} does not match "
+                                f"the manifest's {entry['sha256']}")
 
 
 def open_shards(shard_dir: str, filesystem: pafs.FileSystem | None = None) -> ShardReader:

@@ -74,7 +74,7 @@ def test_data_run_as_a_ray_job(ray_head, tmp_path):
     out = tmp_path / "out"
     cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
            "--runtime-env-json", json.dumps({"excludes": [".venv", ".venv-peer", "runs", ".git"]}),
-           "--", "llmforge", "data", "run", "--config", "cluster/jobs/data_demo.yaml",
+           "--", "llmforge", "data", "run", "--config", "llmforge/configs/data_demo.yaml",
            "--input", str(warcs), "--output", str(out)]
     deadline = time.time() + 120
     while True:

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from llmforge.common.config import StrictModel
+from llmforge.common.config import ConfigError, StrictModel
 from training.model import ModelConfig
 
 
@@ -117,7 +117,7 @@ class PretrainConfig(StrictModel):
 
 def preflight(cfg: PretrainConfig) -> PretrainConfig:
     """Check the config against the shards; returns it with model.vocab_size taken from the
-    shards when the YAML did not set it. Raises ValueError naming the key."""
+    shards when the YAML did not set it. Raises ConfigError naming the key."""
     from llmforge import shard_format
 
     manifests = {}
@@ -128,30 +128,30 @@ def preflight(cfg: PretrainConfig) -> PretrainConfig:
         try:
             manifests[key] = shard_format.read_manifest(path)
         except FileNotFoundError as err:
-            raise ValueError(f"data.{key}: {err}") from None
+            raise ConfigError(f"data.{key}: {err}") from None
     manifest = manifests["shards"]
     if manifest.get("document_boundary_token_id") is None:
-        raise ValueError(f"data.shards: {cfg.data.shards} has no document boundary token (tokenized with "
-                         f"append_eos: false); packed sequences would run documents together")
+        raise ConfigError(f"data.shards: {cfg.data.shards} has no document boundary token (tokenized with "
+                          f"append_eos: false); packed sequences would run documents together")
     shard_vocab = int(manifest["vocab_size"])
     if "vocab_size" not in cfg.model.model_fields_set:
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"vocab_size": shard_vocab})})
     elif cfg.model.vocab_size < shard_vocab:
-        raise ValueError(f"model.vocab_size {cfg.model.vocab_size} is smaller than the shards' vocabulary "
-                         f"{shard_vocab} ({cfg.data.shards}): token ids would index past the embedding")
+        raise ConfigError(f"model.vocab_size {cfg.model.vocab_size} is smaller than the shards' vocabulary "
+                          f"{shard_vocab} ({cfg.data.shards}): token ids would index past the embedding")
     if "val_shards" in manifests and manifests["val_shards"].get("tokenizer_sha256") != manifest.get("tokenizer_sha256"):
-        raise ValueError("data.val_shards were made with another tokenizer than data.shards")
+        raise ConfigError("data.val_shards were made with another tokenizer than data.shards")
     if cfg.data.tokenizer:
         try:
             shard_format.check_tokenizer_matches(manifest, cfg.data.tokenizer)
         except (ValueError, FileNotFoundError, OSError) as err:
-            raise ValueError(f"data.tokenizer: {err}") from None
+            raise ConfigError(f"data.tokenizer: {err}") from None
     else:
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tokenizer": _find_tokenizer(cfg.data.shards, manifest)})})
     needed = cfg.data.seq_len + 1
     if manifest["total_tokens"] < needed * 2:
-        raise ValueError(f"data.shards: {manifest['total_tokens']} tokens is too few for data.seq_len "
-                         f"{cfg.data.seq_len} (need at least two sequences)")
+        raise ConfigError(f"data.shards: {manifest['total_tokens']} tokens is too few for data.seq_len "
+                          f"{cfg.data.seq_len} (need at least two sequences)")
     return cfg
 
 

@@ -20,6 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from llmforge.common.errors import ConfigError
 from llmforge.shard_format import ShardReader
 
 
@@ -85,8 +86,8 @@ def split_train_val(shards: str, seq_len: int, val_fraction: float,
     if val_fraction > 0:
         n_val = max(1, n_val)
     if total - n_val <= 0:
-        raise ValueError(f"{shards}: {total} windows of {seq_len} tokens leave none for training "
-                         f"after data.val_fraction {val_fraction}")
+        raise ConfigError(f"{shards}: {total} windows of {seq_len} tokens leave none for training "
+                          f"after data.val_fraction {val_fraction}")
     train = PackedWindows(stream, seq_len, 0, total - n_val)
     return train, (PackedWindows(stream, seq_len, total - n_val, n_val) if n_val else None)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from llmforge.common.errors import UserError
 from llmforge.shard_format import TOKENIZER_FILE
 from training.checkpoint import DS_DIR, META, TAG
 from training.model import Llama, ModelConfig
@@ -149,8 +150,8 @@ def tokenizer_files(tokenizer_path: str | os.PathLike, cfg: ModelConfig) -> tupl
 
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     if tokenizer.get_vocab_size() > cfg.vocab_size:
-        raise ValueError(f"tokenizer {tokenizer_path} has {tokenizer.get_vocab_size()} tokens, "
-                         f"more than the model's vocab_size {cfg.vocab_size}")
+        raise UserError(f"tokenizer {tokenizer_path} has {tokenizer.get_vocab_size()} tokens, "
+                        f"more than the model's vocab_size {cfg.vocab_size}")
     specials = special_token_ids(tokenizer)
     eos = EOS_TOKEN if EOS_TOKEN in specials else None
     pad = "<|pad|>" if "<|pad|>" in specials else None

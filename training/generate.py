@@ -14,6 +14,7 @@ import torch
 from pydantic import Field
 
 from llmforge.common.config import StrictModel
+from llmforge.common.errors import UserError
 from training.model import Llama
 
 
@@ -37,13 +38,13 @@ class Generation:
 def generate(model: Llama, prompts: list[list[int]], params: SamplingParams, pad_id: int = 0) -> list[Generation]:
     """Continue each prompt (token ids) by up to `params.max_new_tokens` tokens."""
     if not prompts or any(len(p) == 0 for p in prompts):
-        raise ValueError("every prompt needs at least one token")
+        raise UserError("every prompt needs at least one token")
     device = model.rope_cos.device
     batch, width = len(prompts), max(len(p) for p in prompts)
     total = width + params.max_new_tokens - 1  # the last chosen token is never fed back
     if total > model.cfg.max_seq_len:
-        raise ValueError(f"longest prompt ({width} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds "
-                         f"model.max_seq_len {model.cfg.max_seq_len}")
+        raise UserError(f"longest prompt ({width} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds "
+                        f"model.max_seq_len {model.cfg.max_seq_len}")
     was_training = model.training
     model.eval()
     ids = torch.full((batch, width), pad_id, dtype=torch.long, device=device)

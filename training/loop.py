@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llmforge.common.errors import ConfigError
 from training.checkpoint import DS_DIR, TAG, LocalCheckpoints, RayCheckpoints, read_meta
 from training.config import PretrainConfig
 from training.data import GlobalOrder, rank_micro_batches, split_train_val
@@ -277,12 +278,12 @@ def _resume_source(latest, stack: contextlib.ExitStack, global_batch: int, world
     d = stack.enter_context(latest.as_directory())
     meta = read_meta(d)
     if meta["global_batch"] != global_batch:
-        raise ValueError(f"checkpoint {d} was trained with a global batch of {meta['global_batch']} sequences, "
-                         f"this run has {global_batch}: the data position would not be exact; set "
-                         f"train.global_batch_size to {meta['global_batch']}")
+        raise ConfigError(f"checkpoint {d} was trained with a global batch of {meta['global_batch']} sequences, "
+                          f"this run has {global_batch}: the data position would not be exact; set "
+                          f"train.global_batch_size to {meta['global_batch']}")
     if meta["zero_stage"] != zero_stage:
-        raise ValueError(f"checkpoint {d} was written at ZeRO stage {meta['zero_stage']}, train.zero_stage is "
-                         f"{zero_stage}")
+        raise ConfigError(f"checkpoint {d} was written at ZeRO stage {meta['zero_stage']}, train.zero_stage is "
+                          f"{zero_stage}")
     info = {"dir": os.path.join(d, DS_DIR), "step": meta["step"], "source": d, "universal": False,
             "from_world": meta["world_size"]}
     if meta["world_size"] != world and zero_stage > 0:

@@ -24,8 +24,9 @@ from functools import cached_property
 from typing import Any, Iterable
 
 from llmforge.common import fs
+from llmforge.common.errors import UserError
 
-class OutputConflictError(ValueError):
+class OutputConflictError(UserError):
     """The output directory was written by a job with different document-deciding options."""
 
 

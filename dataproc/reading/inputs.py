@@ -7,11 +7,12 @@ import posixpath
 import re
 
 from llmforge.common import fs
+from llmforge.common.errors import UserError
 
 WARC_SUFFIXES = (".warc.gz", ".warc", ".arc.gz", ".warc.wet.gz", ".warc.wat.gz")
 
 
-class InputError(ValueError):
+class InputError(UserError):
     """The configured input names no readable WARC file."""
 
 

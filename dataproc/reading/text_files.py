@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Iterator
 
+from llmforge.common.errors import UserError
+
 
 def iter_texts(path: str | Path, txt_mode: str = "lines", text_field: str = "text") -> Iterator[str]:
     """Documents of one file, blanks skipped.
@@ -26,7 +28,7 @@ def iter_texts(path: str | Path, txt_mode: str = "lines", text_field: str = "tex
     stem = name.removesuffix(".gz")
     is_json = stem.endswith((".jsonl", ".json", ".ndjson"))
     if not is_json and not stem.endswith((".txt", ".raw")):  # .raw: WikiText's raw files
-        raise ValueError(f"{path}: unsupported file type (use .txt, .raw, .jsonl, .json.gz, .jsonl.gz or .parquet)")
+        raise UserError(f"{path}: unsupported file type (use .txt, .raw, .jsonl, .json.gz, .jsonl.gz or .parquet)")
     if txt_mode not in ("lines", "paragraphs"):
         raise ValueError(f"txt_mode must be 'lines' or 'paragraphs', got {txt_mode!r}")
     opener = gzip.open if name.endswith(".gz") else open
@@ -38,7 +40,7 @@ def iter_texts(path: str | Path, txt_mode: str = "lines", text_field: str = "tex
                 try:
                     value = json.loads(line).get(text_field)
                 except (json.JSONDecodeError, AttributeError) as err:
-                    raise ValueError(f"{path}:{lineno}: not a JSON object per line ({err})") from None
+                    raise UserError(f"{path}:{lineno}: not a JSON object per line ({err})") from None
                 if isinstance(value, str) and value.strip():
                     yield value
         elif txt_mode == "lines":

@@ -43,6 +43,7 @@ from dataproc.synthetic.foreign import foreign_paragraphs
 from dataproc.synthetic.ground_truth import DocTruth, GroundTruth, jaccard
 from dataproc.synthetic.html_pages import MENU, article_html
 from dataproc.synthetic.warc_bytes import RecordWriter, http_response, record_uuid, warc_record
+from llmforge.common.errors import UserError
 
 BLOCKED_DOMAIN = "blocked-example.test"
 
@@ -250,7 +251,7 @@ def _spam(rng: random.Random, sub: str) -> list[str]:
 
 def write_sample_warc(
     path: str | PathLike,
-    n_docs: int,
+    n_docs: int = 500,
     seed: int = 0,
     *,
     gzip_per_record: bool = True,
@@ -266,7 +267,7 @@ def write_sample_warc(
     Compression: gzip member per record (default), one gzip stream over the file
     (`gzip_per_record=False, whole_file_gzip=True`) or none (both False)."""
     if n_docs < 1:
-        raise ValueError("n_docs must be >= 1")
+        raise UserError("n_docs must be >= 1")
     if gzip_per_record and whole_file_gzip:
         raise ValueError("gzip_per_record and whole_file_gzip are exclusive")
     compression = "gzip_per_record" if gzip_per_record else "gzip_file" if whole_file_gzip else "none"

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 
 from dataproc.options import StageOptions
 from dataproc.tokenization.tokenizer import load_tokenizer
+from llmforge.common.errors import UserError
 from llmforge.shard_format import EOS_TOKEN
 
 # Output columns of BatchTokenizer.
@@ -88,7 +89,7 @@ class BatchTokenizer:
         self.tokenizer, self.tokenizer_sha256 = load_tokenizer(path)
         self.eos_id = self.tokenizer.token_to_id(EOS_TOKEN)
         if options.append_eos and self.eos_id is None:
-            raise ValueError(f"tokenizer {path} has no {EOS_TOKEN} token to end documents with")
+            raise UserError(f"tokenizer {path} has no {EOS_TOKEN} token to end documents with")
         self.vocab_size = self.tokenizer.get_vocab_size()
 
     def __call__(self, batch: pa.Table) -> pa.Table:

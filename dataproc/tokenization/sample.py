@@ -10,6 +10,7 @@ from typing import Iterator
 import pyarrow.parquet as pq
 
 from llmforge.common import fs
+from llmforge.common.errors import UserError
 
 
 def sample_texts(documents: str, limit: int, column: str = "text") -> Iterator[str]:
@@ -18,7 +19,7 @@ def sample_texts(documents: str, limit: int, column: str = "text") -> Iterator[s
     filesystem, _ = fs.resolve(documents)
     files = [fs.resolve(p)[1] if "://" in p else p for p in parquet_files(documents)]
     if not files:
-        raise ValueError(f"no Parquet documents under {documents}")
+        raise UserError(f"no Parquet documents under {documents}")
     left = limit
     for path in files:
         with filesystem.open_input_file(path) as f:

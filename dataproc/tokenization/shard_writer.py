@@ -21,6 +21,7 @@ from dataproc.tokenization.tokenizer import load_tokenizer
 from llmforge.shard_format import special_token_ids
 from llmforge import shard_format
 from llmforge.common import fs
+from llmforge.common.errors import UserError
 from llmforge.shard_format import EOS_TOKEN
 
 
@@ -50,7 +51,7 @@ def _existing(filesystem, out_dir: str, tokenizer_sha: str, config_sha: str, ove
             return None  # damaged since it was written: rebuild
     if overwrite:
         return None
-    raise ValueError(
+    raise UserError(
         f"{out_dir} already holds shards made with a different "
         f"{'tokenizer' if manifest.get('tokenizer_sha256') != tokenizer_sha else 'config'} "
         f"(tokenizer sha256 {manifest.get('tokenizer_sha256')} vs {tokenizer_sha}, config sha256 "

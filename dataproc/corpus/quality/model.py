@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from dataproc.corpus.quality.features import QualityFeatureConfig, SparseBatch, featurize, featurize_batches
+from llmforge.common.errors import UserError
 
 FORMAT_VERSION = 1
 
@@ -163,16 +164,16 @@ class QualityModel:
         except FileNotFoundError:
             raise FileNotFoundError(f"quality model file not found: {path}") from None
         except (ValueError, OSError, EOFError) as err:
-            raise ValueError(f"{path} is not a quality model file (.npz): {err}") from None
+            raise UserError(f"{path} is not a quality model file (.npz): {err}") from None
         missing = {"format_version", "weights", "bias", "feature_config"} - arrays.keys()
         if missing:
-            raise ValueError(f"{path} is not a quality model file: missing {sorted(missing)}")
+            raise UserError(f"{path} is not a quality model file: missing {sorted(missing)}")
         version = int(arrays["format_version"])
         if version != FORMAT_VERSION:
-            raise ValueError(f"{path} has model format version {version}; this code reads version {FORMAT_VERSION}")
+            raise UserError(f"{path} has model format version {version}; this code reads version {FORMAT_VERSION}")
         cfg = QualityFeatureConfig.model_validate_json(str(arrays["feature_config"]))
         if expect is not None and cfg != expect:
-            raise ValueError(
+            raise UserError(
                 f"quality model {path} was trained with feature config {cfg.model_dump()}, but this stage "
                 f"expects {expect.model_dump()}: retrain the model or change the stage's feature_config"
             )

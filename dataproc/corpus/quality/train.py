@@ -11,6 +11,7 @@ import numpy as np
 from dataproc.corpus.quality.features import QualityFeatureConfig
 from dataproc.corpus.quality.model import QualityModel, roc_auc
 from dataproc.reading.text_files import iter_texts
+from llmforge.common.errors import UserError
 
 
 def _read_all(paths: Iterable[str | Path], txt_mode: str, text_field: str) -> list[str]:
@@ -58,7 +59,7 @@ def train_quality_model(
     if max_docs_per_class is not None:
         pos, neg = (_subsample(docs, max_docs_per_class, rng) for docs in (pos, neg))
     if len(pos) < 2 or len(neg) < 2:
-        raise ValueError(f"need at least 2 documents per class, read {len(pos)} positive and {len(neg)} negative")
+        raise UserError(f"need at least 2 documents per class, read {len(pos)} positive and {len(neg)} negative")
     # Stratified: both classes are in the held-out set whatever the class ratio.
     pos_tr, pos_ho = _holdout_split(len(pos), holdout_fraction, rng)
     neg_tr, neg_ho = _holdout_split(len(neg), holdout_fraction, rng)

@@ -31,6 +31,7 @@ from pydantic import Field, field_validator
 
 from dataproc.documents.contract import Column, DocStage, StageResult
 from dataproc.options import StageOptions
+from llmforge.common.errors import ConfigError
 
 _LABEL_PREFIX = "__label__"
 
@@ -75,7 +76,7 @@ class LanguageFilter(DocStage):
         known = {label.removeprefix(_LABEL_PREFIX) for label in labels}
         unknown = [code for code in self.opts.languages if code not in known]
         if unknown:
-            raise ValueError(f"language.languages: lid.176 has no language {unknown}")
+            raise ConfigError(f"language.languages: lid.176 has no language {unknown}")
         self.allowed = frozenset(self.opts.languages)
 
     def detect(self, text: str) -> tuple[str, float]:

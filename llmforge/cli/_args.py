@@ -1,0 +1,80 @@
+"""What the area modules share: `--config`/`--set`, flags -> typed options, path checks.
+
+Light on purpose (argparse and the error class only): building the parser imports this.
+Defaults live in one place, the options model or the called function: a flag the user did
+not give is None here and is left out, so the model's or function's own default applies.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Mapping
+
+from llmforge.common.errors import UserError
+
+
+def key_value(item: str) -> tuple[str, Any, str]:
+    """argparse type of `--set KEY=VALUE`: (dotted key, YAML-parsed value, the item as typed)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
+    import yaml
+
+    try:
+        return key, yaml.safe_load(value), item
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(f"{item!r}: the value is not YAML ({err})") from None
+
+
+def add_config_args(p: argparse.ArgumentParser, config_help: str, set_example: str) -> None:
+    p.add_argument("--config", required=True, help=config_help)
+    p.add_argument("--set", action="append", default=[], type=key_value, metavar="KEY=VALUE",
+                   help=f"override a config key (YAML value; repeatable), e.g. --set {set_example}")
+
+
+def load_with_overrides(model, args: argparse.Namespace, flags: list[tuple[str, Any, str]] = ()):
+    """`model` from `args.config`, then each `--set`, then `flags` ((key, value, label) of the
+    verb's own flags, e.g. ("output.path", "out/", "--output out/")). Errors name the flag."""
+    from llmforge.common.config import load_config
+
+    overrides: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key, value, label in [*((k, v, f"--set {item}") for k, v, item in args.set), *flags]:
+        overrides[key] = value
+        sources[key] = label
+    return load_config(model, args.config, overrides, sources)
+
+
+def given(**values: Any) -> dict[str, Any]:
+    """The keyword arguments the user gave (not None): the rest keep the callee's defaults."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def from_flags(model, args: argparse.Namespace, flags: Mapping[str, str], **fixed: Any):
+    """`model(**fixed, field=value of its flag...)` for the flags given; a bad value is a
+    UserError naming the flag (e.g. `--top-p (SamplingParams.top_p): Input should be ...`)."""
+    from pydantic import ValidationError
+
+    values = given(**{field: getattr(args, flag.lstrip("-").replace("-", "_")) for field, flag in flags.items()})
+    try:
+        return model(**fixed, **values)
+    except ValidationError as err:
+        lines = ["invalid options:"]
+        for e in err.errors():
+            field = str(e["loc"][0]) if e["loc"] else ""
+            name = f"{flags[field]} ({model.__name__}.{field})" if field in flags else f"{model.__name__}.{field}"
+            got = f" (got {e['input']!r})" if field in flags and "input" in e else ""
+            lines.append(f"  {name.rstrip('.')}: {e['msg']}{got}")
+        raise UserError("\n".join(lines)) from None
+
+
+def existing(paths: str | list[str] | None, flag: str) -> None:
+    """A local path the user named must exist (remote URIs are checked by whoever opens them)."""
+    for path in [paths] if isinstance(paths, str) else paths or []:
+        if "://" not in path and not any(c in path for c in "*?[") and not Path(path).exists():
+            raise UserError(f"{flag} {path}: no such file or directory")
+
+
+def default_from(where: str) -> str:
+    """Help text for a flag whose default lives in a model or function (not imported for --help)."""
+    return f"default: from {where}"
