@@ -14,7 +14,7 @@ import pyarrow as pa
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from dataproc.outputs.ledger import Layout
+from dataproc.outputs.ledger import OutputLedger
 from dataproc.reading.inputs import source_key
 from dataproc.reading.records import WarcReadOptions, iter_html_responses
 from llmforge.common import fs, metrics
@@ -50,7 +50,7 @@ class _CountingStream:
 
 
 def read_warc_file(
-    uri: str, options: WarcReadOptions, layout: Layout, docs_per_block: int
+    uri: str, options: WarcReadOptions, ledger: OutputLedger, docs_per_block: int
 ) -> Iterator[pa.Table]:
     """Stream one WARC file as record blocks; write its `_expected.json` before the last block."""
     key = source_key(uri)
@@ -77,7 +77,7 @@ def read_warc_file(
         "read_seconds": time.process_time() - start,
         "file_bytes": stream.bytes_read,
     }
-    fs.write_json_atomic(layout.filesystem, layout.expected_path(key), expected)
+    fs.write_json_atomic(ledger.filesystem, ledger.expected_path(key), expected)
     for kind, n in counts.items():
         if not kind.startswith("bytes"):
             metrics.add("llmforge_data_warc_records", n, {"kind": kind}, "WARC records by outcome")
@@ -88,9 +88,9 @@ def read_warc_file(
 class WarcDatasource(Datasource):
     """Read HTML 200 responses from WARC files (local, s3://, gs://), one read task per file."""
 
-    def __init__(self, files: list[str], options: WarcReadOptions, layout: Layout, docs_per_block: int):
+    def __init__(self, files: list[str], options: WarcReadOptions, ledger: OutputLedger, docs_per_block: int):
         super().__init__()
-        self.files, self.options, self.layout, self.docs_per_block = files, options, layout, docs_per_block
+        self.files, self.options, self.ledger, self.docs_per_block = files, options, ledger, docs_per_block
 
     def estimate_inmemory_data_size(self) -> int | None:
         return None
@@ -101,7 +101,7 @@ class WarcDatasource(Datasource):
             meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=[uri], exec_stats=None)
             tasks.append(
                 ReadTask(
-                    lambda uri=uri: read_warc_file(uri, self.options, self.layout, self.docs_per_block),
+                    lambda uri=uri: read_warc_file(uri, self.options, self.ledger, self.docs_per_block),
                     meta,
                     schema=RECORD_SCHEMA,
                     per_task_row_limit=per_task_row_limit,
