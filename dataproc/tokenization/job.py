@@ -18,9 +18,10 @@ import numpy as np
 import pyarrow as pa
 
 from llmforge import shard_format
-from dataproc.config import DataJobConfig, TokenizeStageOptions
+from dataproc.config import DataJobConfig
 from dataproc.outputs.parquet import read_documents
 from dataproc.reading.inputs import source_key
+from dataproc.tokenization.options import TokenizeStageOptions
 from llmforge.common import fs
 from llmforge.common.resume import digest
 
@@ -31,10 +32,9 @@ class UnitTokenizer:
     """`map_groups` callable: one input file's curated documents -> its shard directory."""
 
     def __init__(self, options: TokenizeStageOptions, tokenizer_path: str, shards_uri: str):
-        from dataproc.tokenization.encode import BatchTokenizer, TokenizeOptions
+        from dataproc.tokenization.encode import BatchTokenizer
 
-        fields = options.model_dump(include=set(TokenizeOptions.model_fields))
-        self.options = TokenizeOptions(**{**fields, "tokenizer_path": tokenizer_path, "enabled": True})
+        self.options = options.encoding()
         self.mixture = options.mixture
         self.tokenizer_path, self.shards_uri = tokenizer_path, shards_uri
         self.encoder = BatchTokenizer(tokenizer_path, self.options, num_threads=1)

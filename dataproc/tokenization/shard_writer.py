@@ -26,13 +26,13 @@ from llmforge.shard_format import EOS_TOKEN, special_token_ids
 
 
 def config_hash(options: TokenizeOptions, **extra: Any) -> tuple[str, dict[str, Any]]:
-    """Hash of everything besides the tokenizer that decides the shards' bytes and manifest.
+    """Hash of everything besides the tokenizer that decides the shards' bytes and manifest:
+    the format version, the encoding options and `extra` (columns, input fingerprint).
 
-    The tokenizer is covered by its own sha256 (its path may move), `enabled` changes nothing
-    written. Fields the lead adds to TokenizeOptions later are included automatically.
+    The tokenizer is covered by its own sha256 (its path may move).
     """
     config = {"format_version": shard_format.FORMAT_VERSION,
-              **options.model_dump(mode="json", exclude={"enabled", "tokenizer_path"}), **extra}
+              **options.model_dump(mode="json", include=set(TokenizeOptions.model_fields)), **extra}
     return fingerprint(config, digits=None, compact=True), config
 
 
@@ -58,7 +58,7 @@ def _finished(step: Step, filesystem, overwrite: bool) -> dict | None:
         return None  # damaged since it was written: rebuild
 
 
-def write_shards_from_batches(batches: Iterable[pa.Table], out_dir: str, tokenizer_path: str | None = None,
+def write_shards_from_batches(batches: Iterable[pa.Table], out_dir: str, tokenizer_path: str,
                               options: TokenizeOptions | None = None, domain_column: str = "domain", *,
                               text_column: str = "text", input_fingerprint: str | None = None,
                               overwrite: bool = False, num_threads: int | None = None) -> dict[str, Any]:
@@ -76,12 +76,10 @@ def write_shards_from_batches(batches: Iterable[pa.Table], out_dir: str, tokeniz
     shard and temp files are deleted first and everything is rewritten; a directory holding
     shards of a different tokenizer/config is refused unless `overwrite=True`.
     """
-    if options is None:
-        options = TokenizeOptions(tokenizer_path=tokenizer_path)
-    path = tokenizer_path or options.tokenizer_path
-    if not path:
+    options = options or TokenizeOptions()
+    if not tokenizer_path:
         raise ValueError("write_shards_from_batches needs a tokenizer_path")
-    tokenizer, tokenizer_sha = load_tokenizer(path)
+    tokenizer, tokenizer_sha = load_tokenizer(tokenizer_path)
     config_sha, config = config_hash(options, domain_column=domain_column, text_column=text_column,
                                      input_fingerprint=input_fingerprint)
     filesystem, fs_dir = fs.resolve(out_dir)
@@ -101,7 +99,8 @@ def write_shards_from_batches(batches: Iterable[pa.Table], out_dir: str, tokeniz
             continue
         if TOKENS not in batch.column_names:
             if batch_tokenizer is None:
-                batch_tokenizer = BatchTokenizer(path, options, text_column=text_column, num_threads=num_threads)
+                batch_tokenizer = BatchTokenizer(tokenizer_path, options, text_column=text_column,
+                                                 num_threads=num_threads)
             batch = batch_tokenizer(batch)
         counts["input_documents"] += batch.num_rows
         skip = batch.column(SKIP)

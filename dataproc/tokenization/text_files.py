@@ -56,5 +56,5 @@ def shards_from_text_files(paths: list[str], out_dir: str, *, vocab_size: int = 
         if texts:
             yield pa.table({"text": texts, "domain": domains})
 
-    options = TokenizeOptions(tokenizer_path=tokenizer_path, shard_tokens=shard_tokens)
+    options = TokenizeOptions(shard_tokens=shard_tokens)
     return write_shards_from_batches(batches(), str(out), tokenizer_path, options, input_fingerprint=inputs)
