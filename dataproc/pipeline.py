@@ -1,9 +1,15 @@
-"""`llmforge data run`: build and execute the Ray Data plan from a `DataJobConfig`.
+"""`llmforge data run`: build and execute the plan of a `DataJobConfig`, in three phases.
 
-    read WARC (one task per file) -> document stages (actor pool) -> per-file Parquet sink
+    1. per input file, one fused Ray task: read WARC -> per-document stages -> Parquet sink
+       into documents/<key>/ (or, with execution.stage_actors, the stages on an actor pool
+       fed by every read)
+    2. corpus stages over all of documents/: exact and MinHash dedup, quality model, domains
+       -> curated/ (dataproc.corpus.runner)
+    3. tokenize curated/ -> shards/ (dataproc.tokenization.job)
 
 Everything that decides *what* happens to a document lives in the stages; this module only
-wires Ray Data, resumes finished inputs and writes the final `stats.json`.
+wires Ray Data, resumes finished work (the output ledger, the corpus steps and the shard
+writer each skip what is already done) and writes the final `stats.json` and funnel.
 """
 from __future__ import annotations
 

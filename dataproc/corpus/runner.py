@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from dataproc.config import DataJobConfig
 from dataproc.outputs.parquet import read_documents
 from llmforge.common import fs
+from llmforge.common.ray_session import cluster_cpus
 from llmforge.common.resume import Step, fingerprint
 
 SUCCESS = "_SUCCESS"
@@ -181,7 +182,7 @@ def _score_and_tag(ds, st, unique: bool):
 
         ds = ds.map_batches(
             QualityScorer, fn_constructor_args=(st.quality_model,), batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_cpus()),
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cluster_cpus()),
         )
     if st.domains.enabled:
         # Tasks, not a second actor pool: two pools holding a CPU each could starve the reads.
@@ -211,12 +212,6 @@ def _keep_unique(t: pa.Table) -> pa.Table:
 
 def _above(t: pa.Table, threshold: float) -> pa.Table:
     return t.filter(pc.greater_equal(t.column("quality_score"), threshold))
-
-
-def _cpus() -> int:
-    import ray
-
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
 def _domain_counts(uri: str) -> dict[str, int]:

@@ -23,6 +23,7 @@ from dataproc.outputs.parquet import read_documents
 from dataproc.reading.inputs import source_key
 from dataproc.tokenization.options import TokenizeStageOptions
 from llmforge.common import fs
+from llmforge.common.ray_session import cluster_cpus
 from llmforge.common.resume import digest
 
 COLUMNS = ["id", "source", "seq", "text", "domain"]
@@ -96,7 +97,7 @@ def run_tokenize(cfg: DataJobConfig, curated_uri: str, log=print) -> dict[str, A
     shards_uri = fs.join(cfg.output.path, "shards")
     ds = read_documents(curated_uri)
     ds = ds.select_columns([c for c in COLUMNS if c in ds.schema().names])
-    actors = opts.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    actors = opts.actors or cluster_cpus()
     units = ds.groupby("source").map_groups(
         UnitTokenizer,
         fn_constructor_args=(opts, tokenizer_path, shards_uri),

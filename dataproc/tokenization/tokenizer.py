@@ -60,7 +60,7 @@ def new_tokenizer() -> Tokenizer:
 
 
 def train_tokenizer(texts: Iterable[str | None], options: TokenizerTrainOptions | None = None,
-                    out_path: str = "tokenizer.json") -> dict[str, Any]:
+                    out_path: str = shard_format.TOKENIZER_FILE) -> dict[str, Any]:
     """Train on the first `options.sample_docs` non-empty texts; write tokenizer.json atomically.
 
     Returns {"path", "vocab_size" (actual; below the requested size only when the corpus runs
