@@ -140,7 +140,12 @@ def run_data_job(cfg: DataJobConfig, log=print) -> RunResult:
             )
 
     funnel = build_funnel((ledger.done_stats(k) for k in keys), cfg.stages.enabled())
-    if cfg.stages.corpus_enabled() or cfg.stages.tokenize.enabled:
+    later = [*cfg.stages.corpus_enabled(), *(["tokenize"] if cfg.stages.tokenize.enabled else [])]
+    if later and funnel["documents_out"] == 0:
+        # Nothing to deduplicate or tokenize (e.g. inputs without HTML responses): the funnel
+        # still tells what the reader and every stage saw.
+        _note(funnel, f"no documents came out of the per-document stages: skipped {', '.join(later)}", log)
+    elif later:
         _run_corpus_and_tokenize(cfg, list(keys), funnel, log)
     funnel["wall_seconds_this_run"] = round(time.perf_counter() - start, 3)
     funnel["inputs_skipped_as_done"] = len(done_keys)
@@ -153,6 +158,12 @@ def run_data_job(cfg: DataJobConfig, log=print) -> RunResult:
         log(f"funnel plot: {fs.join(ledger.root, 'funnel.png')}")
     sys.stdout.flush()
     return RunResult(stats=funnel, processed=todo_keys, skipped=done_keys)
+
+
+def _note(funnel: dict[str, Any], note: str, log) -> None:
+    """A warning for the log and for stats.json (`notes`)."""
+    funnel.setdefault("notes", []).append(note)
+    log(f"warning: {note}")
 
 
 def _run_corpus_and_tokenize(cfg: DataJobConfig, keys: list[str], funnel: dict[str, Any], log) -> None:
@@ -169,10 +180,14 @@ def _run_corpus_and_tokenize(cfg: DataJobConfig, keys: list[str], funnel: dict[s
     finally:
         ctx.shuffle_strategy = saved
     funnel["stages"] += corpus["stages"]
+    funnel["seconds"].update({s["stage"]: s["seconds"] for s in corpus["stages"]})
     funnel["documents_out"] = corpus["documents_out"]
     funnel["domains"] = corpus["domains"]
     funnel["curated"] = corpus["curated"]
     if not cfg.stages.tokenize.enabled:
+        return
+    if corpus["documents_out"] == 0:
+        _note(funnel, "no documents came out of the corpus stages: skipped tokenize", log)
         return
     manifest = run_tokenize(cfg, corpus["curated"], log)
     funnel["tokens"] = {

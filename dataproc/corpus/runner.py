@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataproc.config import DataJobConfig
-from dataproc.outputs.parquet import read_documents
+from dataproc.outputs.parquet import parquet_files, read_documents
 from llmforge.common import fs
 from llmforge.common.ray_session import cluster_cpus
 from llmforge.common.resume import Step, fingerprint
@@ -47,6 +47,8 @@ def _chain(*parts: Any) -> str:
 
 def _count(uri: str, predicate: Callable[[pa.Table], pa.Array], columns: list[str]) -> int:
     """Rows of the Parquet dataset at `uri` matching `predicate` (only `columns` are read)."""
+    if not parquet_files(uri):
+        return 0  # e.g. a quality cut that kept nothing
     ds = read_documents(uri, columns=columns)
     counted = ds.map_batches(
         lambda t: pa.table({"n": [int(pc.sum(predicate(t).cast(pa.int64())).as_py() or 0)]}),
@@ -215,5 +217,7 @@ def _above(t: pa.Table, threshold: float) -> pa.Table:
 
 
 def _domain_counts(uri: str) -> dict[str, int]:
+    if not parquet_files(uri):
+        return {}
     rows = read_documents(uri, columns=["domain"]).groupby("domain").count().take_all()
     return {r["domain"]: int(r["count()"]) for r in rows}
