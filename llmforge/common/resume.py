@@ -137,7 +137,11 @@ class Step:
 
     def finish(self, info: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write the marker {expected fields, **info} last (with `staging`: into it, then
-        rename it into place); returns the record."""
+        rename it into place); returns the record.
+
+        Caveat: on object stores (no directory rename) `fs.move_dir` moves file by file in
+        name order, so a kill during the move can leave the marker without every file.
+        """
         info = info or {}
         clash = {k for k, v in self.expected.items() if k in info and info[k] != v}
         if clash:
