@@ -13,12 +13,10 @@ from pydantic import Field, PositiveInt, create_model, model_validator
 
 from dataproc.corpus.dedup.minhash import MinHashOptions
 from dataproc.corpus.domains import DomainOptions
-from dataproc.tokenization.mixture import MixtureOptions
 from dataproc.documents.registry import DOCUMENT_STAGES, StageRegistry, is_enabled
 from dataproc.options import StageOptions
 from dataproc.corpus.quality.stage import QualityModelOptions
-from dataproc.tokenization.encode import TokenizeOptions
-from dataproc.tokenization.tokenizer import TokenizerTrainOptions
+from dataproc.tokenization.options import TokenizeStageOptions
 from dataproc.reading.records import WarcReadOptions
 from llmforge.common.config import StrictModel
 
@@ -84,26 +82,6 @@ class ExactDedupOptions(StageOptions):
     """Exact dedup on normalised text (case, punctuation, whitespace); keeps the earliest copy."""
 
     partitions: PositiveInt | None = Field(default=None, description="shuffle partitions (default 2x CPUs)")
-
-
-class TokenizeStageOptions(TokenizeOptions):
-    """The `tokenize` stage: BPE token shards per input file, mixed by domain weights."""
-
-    enabled: bool = False
-    tokenizer_path: str | None = Field(
-        default=None,
-        description="tokenizer.json; null: train one on a sample of the curated documents "
-        "into <output>/tokenizer.json (see `train`)",
-    )
-    train: TokenizerTrainOptions = Field(default_factory=TokenizerTrainOptions)
-    mixture: MixtureOptions = Field(default_factory=MixtureOptions)
-    actors: PositiveInt | None = Field(default=None, description="tokenizer actors (default: CPUs)")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "TokenizeStageOptions":  # replaces the parent's: a path may be trained
-        if self.max_doc_tokens is not None and self.max_doc_tokens < self.min_doc_tokens:
-            raise ValueError(f"max_doc_tokens {self.max_doc_tokens} < min_doc_tokens {self.min_doc_tokens}")
-        return self
 
 
 class _Stages(StrictModel):

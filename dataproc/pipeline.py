@@ -1,14 +1,18 @@
-"""`llmforge data run`: build and execute the Ray Data plan from a `DataJobConfig`.
+"""`llmforge data run`: build and execute the plan of a `DataJobConfig`, in three phases.
 
-    read WARC (one task per file) -> document stages (actor pool) -> per-file Parquet sink
+    1. per input file, one fused Ray task: read WARC -> per-document stages -> Parquet sink
+       into documents/<key>/ (or, with execution.stage_actors, the stages on an actor pool
+       fed by every read)
+    2. corpus stages over all of documents/: exact and MinHash dedup, quality model, domains
+       -> curated/ (dataproc.corpus.runner)
+    3. tokenize curated/ -> shards/ (dataproc.tokenization.job)
 
 Everything that decides *what* happens to a document lives in the stages; this module only
-wires Ray Data, resumes finished inputs and writes the final `stats.json`.
+wires Ray Data, resumes finished work (the output ledger, the corpus steps and the shard
+writer each skip what is already done) and writes the final `stats.json` and funnel.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -17,13 +21,14 @@ from typing import Any
 from dataproc.config import DataJobConfig
 from dataproc.corpus.runner import run_corpus_stages
 from dataproc.outputs.funnel_plot import plot_funnel
-from dataproc.outputs.ledger import Layout
+from dataproc.outputs.ledger import OutputLedger
 from dataproc.reading.inputs import resolve_inputs, source_key
 from dataproc.tokenization.job import run_tokenize
 from dataproc.documents.runner import DocumentStages
 from dataproc.outputs.funnel import build_funnel, format_funnel
 from llmforge.common import fs
 from llmforge.common.ray_session import init_ray
+from llmforge.common.resume import digest, fingerprint
 
 
 @dataclass
@@ -33,19 +38,41 @@ class RunResult:
     skipped: list[str]
 
 
+# Config keys that are gone, with the one value they always had: hashed as before, so that
+# outputs written while they existed still resume (`_job.json` records the fingerprint).
+RETIRED_KEYS: dict[tuple[str, ...], Any] = {
+    ("stages", "tokenize", "mixture", "enabled"): True,  # a switch that switched nothing
+    ("stages", "extract", "enabled"): True,  # extraction always runs; the switch could only be true
+}
+
+
 def output_fingerprint(cfg: DataJobConfig) -> str:
     """What decides `documents/`: reader and per-document stage options (not paths, not
-    execution knobs, not corpus stages, whose outputs carry their own fingerprints)."""
+    execution knobs). The corpus and tokenize sections are in it too, only switched off
+    (`per_document`): changing one of their options also refuses an old output directory,
+    though their own outputs carry their own fingerprints. Outputs on disk record this value,
+    so it stays as it is."""
     decisive = {"warc": cfg.input.warc.model_dump(mode="json"),
                 "stages": cfg.stages.per_document().model_dump(mode="json")}
-    return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
+    for (*parents, key), value in RETIRED_KEYS.items():
+        section = decisive
+        for name in parents:
+            section = section[name]
+        section.setdefault(key, value)
+    return fingerprint(decisive)
+
+
+def documents_fingerprint(cfg: DataJobConfig, keys) -> str:
+    """What decides `documents/` as a whole: the options above and which inputs are in it.
+    The corpus steps' fingerprints chain from it."""
+    return digest(output_fingerprint(cfg) + "|".join(sorted(keys)), 16)
 
 
 class IncompleteOutputError(RuntimeError):
     """Ray Data finished but some input file's rows were not all written."""
 
 
-def build_dataset(cfg: DataJobConfig, files: list[str], layout: Layout):
+def build_dataset(cfg: DataJobConfig, files: list[str], ledger: OutputLedger):
     """The lazy Ray Data plan over `files`, the sink it writes to and the sink's remote args.
 
     By default read, stages and write fuse into one task per input file: blocks never leave
@@ -62,7 +89,7 @@ def build_dataset(cfg: DataJobConfig, files: list[str], layout: Layout):
     # Fused: one CPU per task. Pool: reads and writes are light next to the stage actors.
     io_cpus = 1.0 if ex.stage_actors is None else 0.25
     ds = ray.data.read_datasource(
-        WarcDatasource(files, cfg.input.warc, layout, ex.docs_per_block),
+        WarcDatasource(files, cfg.input.warc, ledger, ex.docs_per_block),
         override_num_blocks=len(files),
         num_cpus=io_cpus,
     )
@@ -83,7 +110,7 @@ def build_dataset(cfg: DataJobConfig, files: list[str], layout: Layout):
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=ex.stage_actors),
             num_cpus=ex.stage_cpus,
         )
-    sink = DocumentSink(layout, cfg.stages.enabled(), cfg.output.write_dropped)
+    sink = DocumentSink(ledger, cfg.stages.enabled(), cfg.output.write_dropped)
     return ds, sink, {"num_cpus": io_cpus}
 
 
@@ -94,9 +121,9 @@ def run_data_job(cfg: DataJobConfig, log=print) -> RunResult:
     # Build every stage once here: a missing blocklist file or an unknown language code
     # fails now, naming its key, instead of inside a Ray actor after start-up.
     DocumentStages(cfg.stages)
-    layout = Layout(cfg.output.path)
-    layout.claim(output_fingerprint(cfg))
-    todo_keys, done_keys = layout.prepare(list(keys))
+    ledger = OutputLedger(cfg.output.path)
+    ledger.claim(output_fingerprint(cfg))
+    todo_keys, done_keys = ledger.prepare(list(keys))
     log(f"llmforge data run: {len(files)} input files, {len(done_keys)} already done, {len(todo_keys)} to process")
 
     if todo_keys:
@@ -105,46 +132,67 @@ def run_data_job(cfg: DataJobConfig, log=print) -> RunResult:
             num_cpus=cfg.execution.num_cpus,
             include_dashboard=cfg.execution.dashboard,
         )
-        ds, sink, write_args = build_dataset(cfg, [keys[k] for k in todo_keys], layout)
+        ds, sink, write_args = build_dataset(cfg, [keys[k] for k in todo_keys], ledger)
         ds.write_datasink(sink, ray_remote_args=write_args)
-        incomplete = [keys[k] for k in todo_keys if not layout.try_finalize(k)]
+        incomplete = [keys[k] for k in todo_keys if not ledger.try_finalize(k)]
         if incomplete:
             raise IncompleteOutputError(
                 f"{len(incomplete)} input files were not fully written (rerun to redo them): {incomplete[:5]}"
             )
 
-    funnel = build_funnel((layout.done_stats(k) for k in keys), cfg.stages.enabled())
-    if cfg.stages.corpus_enabled() or cfg.stages.tokenize.enabled:
-        init_ray(address=cfg.execution.address, num_cpus=cfg.execution.num_cpus,
-                 include_dashboard=cfg.execution.dashboard)
-        docs_fp = hashlib.sha256((output_fingerprint(cfg) + "|".join(sorted(keys))).encode()).hexdigest()[:16]
-        import ray
-
-        ctx = ray.data.DataContext.get_current()
-        saved, ctx.shuffle_strategy = ctx.shuffle_strategy, cfg.execution.shuffle_strategy
-        try:
-            corpus = run_corpus_stages(cfg, fs.join(cfg.output.path, "documents"), docs_fp, log)
-        finally:
-            ctx.shuffle_strategy = saved
-        funnel["stages"] += corpus["stages"]
-        funnel["documents_out"] = corpus["documents_out"]
-        funnel["domains"] = corpus["domains"]
-        funnel["curated"] = corpus["curated"]
-        if cfg.stages.tokenize.enabled:
-            manifest = run_tokenize(cfg, corpus["curated"], log)
-            funnel["tokens"] = {
-                "total": manifest["total_tokens"], "documents": manifest["total_documents"],
-                "shards": len(manifest["shards"]), "per_domain": manifest["domains"],
-                "mixture": manifest["mixture"], "dir": fs.join(cfg.output.path, "shards"),
-            }
+    funnel = build_funnel((ledger.done_stats(k) for k in keys), cfg.stages.enabled())
+    later = [*cfg.stages.corpus_enabled(), *(["tokenize"] if cfg.stages.tokenize.enabled else [])]
+    if later and funnel["documents_out"] == 0:
+        # Nothing to deduplicate or tokenize (e.g. inputs without HTML responses): the funnel
+        # still tells what the reader and every stage saw.
+        _note(funnel, f"no documents came out of the per-document stages: skipped {', '.join(later)}", log)
+    elif later:
+        _run_corpus_and_tokenize(cfg, list(keys), funnel, log)
     funnel["wall_seconds_this_run"] = round(time.perf_counter() - start, 3)
     funnel["inputs_skipped_as_done"] = len(done_keys)
     funnel["config"] = cfg.model_dump(mode="json")
-    fs.write_json_atomic(layout.filesystem, layout.stats_path(), funnel)
+    fs.write_json_atomic(ledger.filesystem, ledger.stats_path(), funnel)
     log(format_funnel(funnel))
-    log(f"documents: {fs.join(cfg.output.path, 'documents')}  stats: {layout.stats_path()}")
+    log(f"documents: {fs.join(cfg.output.path, 'documents')}  stats: {ledger.stats_path()}")
     if "://" not in cfg.output.path:  # a picture of the funnel for people; local outputs only
-        plot_funnel(funnel, fs.join(layout.root, "funnel.png"))
-        log(f"funnel plot: {fs.join(layout.root, 'funnel.png')}")
+        plot_funnel(funnel, fs.join(ledger.root, "funnel.png"))
+        log(f"funnel plot: {fs.join(ledger.root, 'funnel.png')}")
     sys.stdout.flush()
     return RunResult(stats=funnel, processed=todo_keys, skipped=done_keys)
+
+
+def _note(funnel: dict[str, Any], note: str, log) -> None:
+    """A warning for the log and for stats.json (`notes`)."""
+    funnel.setdefault("notes", []).append(note)
+    log(f"warning: {note}")
+
+
+def _run_corpus_and_tokenize(cfg: DataJobConfig, keys: list[str], funnel: dict[str, Any], log) -> None:
+    """Phases 2 and 3 over the finished documents/; their entries go into `funnel`."""
+    import ray
+
+    init_ray(address=cfg.execution.address, num_cpus=cfg.execution.num_cpus,
+             include_dashboard=cfg.execution.dashboard)
+    ctx = ray.data.DataContext.get_current()
+    saved, ctx.shuffle_strategy = ctx.shuffle_strategy, cfg.execution.shuffle_strategy
+    try:
+        corpus = run_corpus_stages(cfg, fs.join(cfg.output.path, "documents"),
+                                   documents_fingerprint(cfg, keys), log)
+    finally:
+        ctx.shuffle_strategy = saved
+    funnel["stages"] += corpus["stages"]
+    funnel["seconds"].update({s["stage"]: s["seconds"] for s in corpus["stages"]})
+    funnel["documents_out"] = corpus["documents_out"]
+    funnel["domains"] = corpus["domains"]
+    funnel["curated"] = corpus["curated"]
+    if not cfg.stages.tokenize.enabled:
+        return
+    if corpus["documents_out"] == 0:
+        _note(funnel, "no documents came out of the corpus stages: skipped tokenize", log)
+        return
+    manifest = run_tokenize(cfg, corpus["curated"], log)
+    funnel["tokens"] = {
+        "total": manifest["total_tokens"], "documents": manifest["total_documents"],
+        "shards": len(manifest["shards"]), "per_domain": manifest["domains"],
+        "mixture": manifest["mixture"], "dir": fs.join(cfg.output.path, "shards"),
+    }

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import json
 import posixpath
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -381,8 +380,3 @@ def remove_partial_outputs(out_dir: str, filesystem: pafs.FileSystem | None = No
             filesystem.delete_file(path)
             removed.append(path)
     return removed
-
-
-def canonical_json(obj: Any) -> bytes:
-    """Stable bytes for hashing a config."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()

@@ -82,14 +82,14 @@ def test_validate_prints_defaults_and_overrides(tmp_path, capsys):
 
 def test_changed_stage_options_refuse_an_old_output(tmp_path, capsys):
     from dataproc.config import DataJobConfig
-    from dataproc.outputs.ledger import Layout
+    from dataproc.outputs.ledger import OutputLedger
     from dataproc.pipeline import output_fingerprint
     from llmforge.common.config import validate_config
 
     warc = tmp_path / "a.warc.gz"
     warc.write_bytes(b"")
     base = {"input": {"paths": [str(warc)]}, "output": {"path": str(tmp_path / "out")}}
-    Layout(str(tmp_path / "out")).claim(output_fingerprint(validate_config(DataJobConfig, base)))
+    OutputLedger(str(tmp_path / "out")).claim(output_fingerprint(validate_config(DataJobConfig, base)))
     cfg = tmp_path / "job.yaml"
     cfg.write_text(f"input: {{paths: ['{warc}']}}\noutput: {{path: {tmp_path / 'out'}}}\n"
                    "stages: {language: {min_score: 0.9}}\n")

@@ -12,15 +12,13 @@ the per-document stages, reading `documents/` and writing, each step to its own 
                                 tagged, to take the corpus-wide quantile over (dataproc.corpus.quantile)
     <output>/curated/           kept documents + quality_score, domain, domain_score
 
-A step's directory counts only once its `_SUCCESS` file (stats + fingerprint of its options
-and input) is written, last. A rerun skips steps whose fingerprint matches and redoes the
-rest: a killed job loses at most the step it was in, never a document. Nothing but counts
-comes back to the driver.
+Each directory is a `llmforge.common.resume.Step`: it counts only once its `_SUCCESS` file
+(stats + fingerprint of its options and input, chained from the step before) is written,
+last. A rerun skips steps whose fingerprint matches and redoes the rest: a killed job loses
+at most the step it was in, never a document. Nothing but counts comes back to the driver.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from functools import lru_cache
 from typing import Any, Callable
@@ -29,44 +27,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataproc.config import DataJobConfig
-from dataproc.outputs.parquet import read_documents
+from dataproc.outputs.parquet import parquet_files, read_documents
 from llmforge.common import fs
+from llmforge.common.ray_session import cluster_cpus
+from llmforge.common.resume import Step, fingerprint
 
 SUCCESS = "_SUCCESS"
 DUP_COLUMNS = ("id", "url", "duplicate_of", "dedup_stage")
 
 
-def _fingerprint(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def _step(root: str, name: str, fp: str) -> Step:
+    return Step(fs.join(root, name), SUCCESS, fingerprint=fp)
 
 
-class Step:
-    """One output directory with a `_SUCCESS` marker tied to a fingerprint."""
-
-    def __init__(self, root: str, name: str, fingerprint: str):
-        self.filesystem, base = fs.resolve(root)
-        self.path = fs.join(base, name)
-        self.uri = fs.join(root, name)
-        self.fingerprint = fingerprint
-
-    def done(self) -> dict[str, Any] | None:
-        marker = fs.join(self.path, SUCCESS)
-        if not fs.exists(self.filesystem, marker):
-            return None
-        info = fs.read_json(self.filesystem, marker)
-        return info if info.get("fingerprint") == self.fingerprint else None
-
-    def reset(self) -> None:
-        fs.delete_dir(self.filesystem, self.path)
-
-    def finish(self, stats: dict[str, Any]) -> dict[str, Any]:
-        info = {"fingerprint": self.fingerprint, **stats}
-        fs.write_json_atomic(self.filesystem, fs.join(self.path, SUCCESS), info)
-        return info
+def _chain(*parts: Any) -> str:
+    """A step's fingerprint: the previous step's, its name and its options."""
+    return fingerprint(parts)
 
 
 def _count(uri: str, predicate: Callable[[pa.Table], pa.Array], columns: list[str]) -> int:
     """Rows of the Parquet dataset at `uri` matching `predicate` (only `columns` are read)."""
+    if not parquet_files(uri):
+        return 0  # e.g. a quality cut that kept nothing
     ds = read_documents(uri, columns=columns)
     counted = ds.map_batches(
         lambda t: pa.table({"n": [int(pc.sum(predicate(t).cast(pa.int64())).as_py() or 0)]}),
@@ -130,8 +112,8 @@ def run_corpus_stages(cfg: DataJobConfig, documents_uri: str, input_fingerprint:
                       lambda src: minhash_duplicates(_unique(read_documents(src)), st.minhash_dedup)))
     dedup_steps: list[tuple[Step, str]] = []
     for stage, name, reason, subdir, options, plan in plans:
-        fp = _fingerprint(fp, name, options.model_dump())
-        step, source = Step(root, subdir, fp), current
+        fp = _chain(fp, name, options.model_dump())
+        step, source = _step(root, subdir, fp), current
         info = _run_step(step, lambda: plan(source),
                          lambda: {"duplicates": _count(step.uri, _is_dup, ["duplicate_of"])}, log)
         funnel.append(_dedup_entry(stage, reason, n_in, info))
@@ -146,16 +128,16 @@ def run_corpus_stages(cfg: DataJobConfig, documents_uri: str, input_fingerprint:
                      for s, name in dedup_steps]
             return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
 
-        _run_step(Step(root, "duplicates", fp), removed, lambda: {}, log)
+        _run_step(_step(root, "duplicates", fp), removed, lambda: {}, log)
 
-    fp = _fingerprint(fp, "curate", st.quality_model.model_dump(), st.domains.model_dump())
+    fp = _chain(fp, "curate", st.quality_model.model_dump(), st.domains.model_dump())
     top_fraction = st.quality_model.keep_top_fraction if st.quality_model.enabled else None
     threshold = st.quality_model.threshold if st.quality_model.enabled else None
     source, unique = current, bool(dedup_steps)
     if top_fraction is not None:
         # The cut is a corpus-wide quantile: score everything once into its own step, take the
         # quantile over that, then cut it like a fixed threshold.
-        scored = Step(root, "corpus/scored", fp)
+        scored = _step(root, "corpus/scored", fp)
         info = _run_step(scored, lambda: _score_and_tag(read_documents(current), st, unique), lambda: {}, log)
         if info.get("quality_threshold") is None:
             from dataproc.corpus.quality.stage import SCORE_COLUMN
@@ -164,7 +146,7 @@ def run_corpus_stages(cfg: DataJobConfig, documents_uri: str, input_fingerprint:
             info = scored.finish({**info, "quality_threshold": top_fraction_threshold(
                 read_documents(scored.uri), SCORE_COLUMN, top_fraction)})
         threshold, source, unique = info["quality_threshold"], scored.uri, False
-    curated = Step(root, "curated", fp)
+    curated = _step(root, "curated", fp)
     found = curated.done()
     if found is not None:
         log(f"corpus: {curated.uri} already done, skipped")
@@ -202,7 +184,7 @@ def _score_and_tag(ds, st, unique: bool):
 
         ds = ds.map_batches(
             QualityScorer, fn_constructor_args=(st.quality_model,), batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_cpus()),
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cluster_cpus()),
         )
     if st.domains.enabled:
         # Tasks, not a second actor pool: two pools holding a CPU each could starve the reads.
@@ -234,12 +216,8 @@ def _above(t: pa.Table, threshold: float) -> pa.Table:
     return t.filter(pc.greater_equal(t.column("quality_score"), threshold))
 
 
-def _cpus() -> int:
-    import ray
-
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
-
-
 def _domain_counts(uri: str) -> dict[str, int]:
+    if not parquet_files(uri):
+        return {}
     rows = read_documents(uri, columns=["domain"]).groupby("domain").count().take_all()
     return {r["domain"]: int(r["count()"]) for r in rows}

@@ -1,7 +1,9 @@
-"""Output layout and the bookkeeping that makes `data run` resumable and loss-free.
+"""The output ledger: the bookkeeping that makes `data run` resumable and loss-free.
 
 One input WARC file is one unit of work, identified by `source_key`:
 
+    <output>/_job.json                          {"fingerprint"} of the options that decide
+                                                documents/: a rerun with others is refused
     <output>/_work/<key>/_expected.json        written by the reader when it finished the file:
                                                 rows it emitted + reader counters
     <output>/_work/<key>/part-<lo>-<hi>.parquet kept documents of one written block (temp + rename)
@@ -14,6 +16,10 @@ A unit is complete when its parts cover row numbers 0..rows-1 exactly once; only
 renamed into `documents/`. A rerun skips finished units, finalizes units whose parts were
 all written before a kill, and deletes and redoes the rest: no document twice, none missing.
 Parquet readers skip `_`-prefixed files, so `documents/` reads as a plain Parquet dataset.
+
+Both markers are `llmforge.common.resume.Step`s: `_job.json` a claim on the whole directory,
+`_stats.json` the completion of one unit (staged in `_work/<key>`, renamed when complete).
+Which rows a unit holds, and so when it is complete, is this module's own business.
 """
 from __future__ import annotations
 
@@ -24,9 +30,13 @@ from functools import cached_property
 from typing import Any, Iterable
 
 from llmforge.common import fs
-from llmforge.common.errors import UserError
+from llmforge.common.resume import ConflictError, Step
 
-class OutputConflictError(UserError):
+JOB_MARKER = "_job.json"
+UNIT_MARKER = "_stats.json"
+
+
+class OutputConflictError(ConflictError):
     """The output directory was written by a job with different document-deciding options."""
 
 
@@ -69,8 +79,8 @@ def merge_funnels(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Layout:
-    """Paths of one job's output directory."""
+class OutputLedger:
+    """One job's output directory: where each unit's parts go and which units are finished."""
 
     output: str
 
@@ -100,34 +110,39 @@ class Layout:
     def manifest_path(self, key: str, lo: int, hi: int) -> str:
         return fs.join(self.work_dir(key), f"_part-{lo:09d}-{hi:09d}.json")
 
+    def unit(self, key: str) -> Step:
+        """Input `key`'s unit: written to `_work/<key>`, finished as `documents/<key>`. No
+        fingerprint of its own: `_job.json` ties every unit to the job's options."""
+        return Step(fs.join(self.output, "documents", key), UNIT_MARKER,
+                    staging=fs.join(self.output, "_work", key))
+
     def is_done(self, key: str) -> bool:
-        return fs.exists(self.filesystem, fs.join(self.doc_dir(key), "_stats.json"))
+        return self.unit(key).done() is not None
 
     def done_stats(self, key: str) -> dict[str, Any]:
-        return fs.read_json(self.filesystem, fs.join(self.doc_dir(key), "_stats.json"))
+        stats = self.unit(key).done()
+        if stats is None:
+            raise FileNotFoundError(f"{self.doc_dir(key)} is not finished (no {UNIT_MARKER})")
+        return stats
 
     def claim(self, fingerprint: str) -> None:
         """Tie the output directory to one reader+stages config, so a rerun never mixes outputs.
 
         Finished inputs are skipped on rerun; with other options they would be stale.
         """
-        path = fs.join(self.root, "_job.json")
-        if fs.exists(self.filesystem, path):
-            found = fs.read_json(self.filesystem, path)["fingerprint"]
-            if found != fingerprint:
-                raise OutputConflictError(
-                    f"output.path {self.output} holds documents made with other input.warc/stages "
-                    f"options (fingerprint {found}, this config {fingerprint}): use a new output.path "
-                    "or delete the old one"
-                )
-            return
-        fs.write_json_atomic(self.filesystem, path, {"fingerprint": fingerprint})
+        try:
+            Step(self.output, JOB_MARKER, fingerprint=fingerprint).claim()
+        except ConflictError as err:
+            raise OutputConflictError(
+                f"output.path {self.output} holds documents made with other input.warc/stages "
+                f"options (fingerprint {err.found['fingerprint']}, this config {fingerprint}): use a "
+                "new output.path or delete the old one", err.found, err.expected) from None
 
     # -- completion -------------------------------------------------------------------------
     def try_finalize(self, key: str) -> bool:
         """Rename `_work/<key>` into `documents/` if its parts cover every row; True if done."""
-        filesystem = self.filesystem
-        if self.is_done(key):
+        filesystem, unit = self.filesystem, self.unit(key)
+        if unit.done() is not None:
             return True
         expected_path = self.expected_path(key)
         if not fs.exists(filesystem, expected_path):
@@ -144,13 +159,7 @@ class Layout:
         stats = {"source": expected["source"], "reader": expected["reader"], **merge_funnels(manifests)}
         stats["read_seconds"] = expected.get("read_seconds", 0.0)
         stats["file_bytes"] = expected.get("file_bytes", 0)
-        fs.write_json_atomic(filesystem, fs.join(self.work_dir(key), "_stats.json"), stats)
-        try:
-            fs.move_dir(filesystem, self.work_dir(key), self.doc_dir(key))
-        except OSError:
-            # Another writer finalized the same unit first; its result is identical.
-            if not self.is_done(key):
-                raise
+        unit.finish(stats)
         return True
 
     def prepare(self, keys: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -160,6 +169,6 @@ class Layout:
             if self.try_finalize(key):
                 done.append(key)
                 continue
-            fs.delete_dir(self.filesystem, self.work_dir(key))
+            self.unit(key).reset()
             todo.append(key)
         return todo, done

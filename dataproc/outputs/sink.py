@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from ray.data.block import Block
 from ray.data.datasource import Datasink
 
-from dataproc.outputs.ledger import Layout, seq_ranges
+from dataproc.outputs.ledger import OutputLedger, seq_ranges
 from dataproc.reading.inputs import source_key
 from llmforge.common import fs, metrics
 
@@ -33,8 +33,8 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 
 
 class DocumentSink(Datasink):
-    def __init__(self, layout: Layout, stage_names: list[str], write_dropped: bool = False):
-        self.layout, self.stage_names, self.write_dropped = layout, stage_names, write_dropped
+    def __init__(self, ledger: OutputLedger, stage_names: list[str], write_dropped: bool = False):
+        self.ledger, self.stage_names, self.write_dropped = ledger, stage_names, write_dropped
 
     def get_name(self) -> str:
         return "WriteDocuments"
@@ -49,14 +49,14 @@ class DocumentSink(Datasink):
             for source in pc.unique(sources).to_pylist():
                 piece = table.filter(pc.equal(sources, source))
                 key = source_key(source)
-                if self._write_piece(key, piece) and self.layout.try_finalize(key):
+                if self._write_piece(key, piece) and self.ledger.try_finalize(key):
                     finished.append(key)
         return finished
 
     def _write_piece(self, key: str, piece: pa.Table) -> bool:
         """Write one file's rows from one block; False if that file was already finished."""
-        layout, filesystem = self.layout, self.layout.filesystem
-        if layout.is_done(key):
+        ledger, filesystem = self.ledger, self.ledger.filesystem
+        if ledger.is_done(key):
             return False  # a retried task re-sent rows of a unit that is already closed
         seqs = piece.column("seq").to_numpy()
         lo, hi = int(seqs.min()), int(seqs.max())
@@ -64,7 +64,7 @@ class DocumentSink(Datasink):
         kept_mask = pc.is_null(reasons)
         kept = piece.filter(kept_mask)
         timing = [c for c in piece.column_names if c.startswith("t_")]
-        stem = layout.part_stem(key, lo, hi)
+        stem = ledger.part_stem(key, lo, hi)
         if kept.num_rows:
             doc = kept.drop_columns([c for c in INTERNAL_COLUMNS + tuple(timing) if c in kept.column_names])
             fs.write_bytes_atomic(filesystem, f"{stem}.parquet", _parquet_bytes(doc))
@@ -72,7 +72,7 @@ class DocumentSink(Datasink):
         if self.write_dropped and dropped.num_rows:
             fs.write_bytes_atomic(
                 filesystem,
-                fs.join(layout.work_dir(key), "_dropped", f"{stem.rsplit('/', 1)[1]}.parquet"),
+                fs.join(ledger.work_dir(key), "_dropped", f"{stem.rsplit('/', 1)[1]}.parquet"),
                 _parquet_bytes(dropped.select([c for c in DROPPED_COLUMNS if c in dropped.column_names])),
             )
         drop_counts = Counter(dropped.column("drop_reason").to_pylist())
@@ -84,7 +84,7 @@ class DocumentSink(Datasink):
             "seconds": {c[2:]: float(np.nansum(piece.column(c).to_numpy())) for c in timing},
             "text_bytes": int(pc.sum(pc.binary_length(kept.column("text"))).as_py() or 0) if kept.num_rows else 0,
         }
-        fs.write_json_atomic(filesystem, layout.manifest_path(key, lo, hi), manifest)
+        fs.write_json_atomic(filesystem, ledger.manifest_path(key, lo, hi), manifest)
         self._export_metrics(manifest)
         return True
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from dataproc.outputs.ledger import Layout
+from dataproc.outputs.ledger import OutputLedger
 from dataproc.reading.inputs import source_key
 from dataproc.reading.records import WarcReadOptions, iter_html_responses
 from llmforge.common import fs, metrics
@@ -49,15 +49,32 @@ class _CountingStream:
         return True
 
 
+class _ReaderClock:
+    """CPU seconds spent inside the reader generator, not counting its suspensions at `yield`.
+
+    CPU time, not wall time: the generator sits idle while Ray Data backpressures it. And only
+    between yields: when read, stages and write fuse into one task, the stages run on the same
+    thread while the reader is suspended, and process time would count them as reading.
+    """
+
+    def __init__(self):
+        self.seconds, self._since = 0.0, time.process_time()
+
+    def pause(self) -> None:
+        self.seconds += time.process_time() - self._since
+
+    def resume(self) -> None:
+        self._since = time.process_time()
+
+
 def read_warc_file(
-    uri: str, options: WarcReadOptions, layout: Layout, docs_per_block: int
+    uri: str, options: WarcReadOptions, ledger: OutputLedger, docs_per_block: int
 ) -> Iterator[pa.Table]:
     """Stream one WARC file as record blocks; write its `_expected.json` before the last block."""
     key = source_key(uri)
     filesystem, path = fs.resolve(uri)
     counts: Counter = Counter()
-    # CPU time, not wall time: the generator sits idle while Ray Data backpressures it.
-    start = time.process_time()
+    clock = _ReaderClock()
     pending: list[dict] = []
     seq = 0
     with filesystem.open_input_stream(path, compression=None) as raw:
@@ -68,29 +85,34 @@ def read_warc_file(
             pending.append(record)
             if len(pending) >= 2 * docs_per_block:
                 # Keep one block back: the last block must leave only after _expected.json.
-                yield pa.Table.from_pylist(pending[:docs_per_block], schema=RECORD_SCHEMA)
+                block = pa.Table.from_pylist(pending[:docs_per_block], schema=RECORD_SCHEMA)
                 pending = pending[docs_per_block:]
+                clock.pause()
+                yield block
+                clock.resume()
+    last = [pa.Table.from_pylist(pending[lo : lo + docs_per_block], schema=RECORD_SCHEMA)
+            for lo in range(0, len(pending), docs_per_block)]
+    clock.pause()
     expected = {
         "source": uri,
         "rows": seq,
         "reader": dict(counts),
-        "read_seconds": time.process_time() - start,
+        "read_seconds": clock.seconds,
         "file_bytes": stream.bytes_read,
     }
-    fs.write_json_atomic(layout.filesystem, layout.expected_path(key), expected)
+    fs.write_json_atomic(ledger.filesystem, ledger.expected_path(key), expected)
     for kind, n in counts.items():
         if not kind.startswith("bytes"):
             metrics.add("llmforge_data_warc_records", n, {"kind": kind}, "WARC records by outcome")
-    for lo in range(0, len(pending), docs_per_block):
-        yield pa.Table.from_pylist(pending[lo : lo + docs_per_block], schema=RECORD_SCHEMA)
+    yield from last
 
 
 class WarcDatasource(Datasource):
     """Read HTML 200 responses from WARC files (local, s3://, gs://), one read task per file."""
 
-    def __init__(self, files: list[str], options: WarcReadOptions, layout: Layout, docs_per_block: int):
+    def __init__(self, files: list[str], options: WarcReadOptions, ledger: OutputLedger, docs_per_block: int):
         super().__init__()
-        self.files, self.options, self.layout, self.docs_per_block = files, options, layout, docs_per_block
+        self.files, self.options, self.ledger, self.docs_per_block = files, options, ledger, docs_per_block
 
     def estimate_inmemory_data_size(self) -> int | None:
         return None
@@ -101,7 +123,7 @@ class WarcDatasource(Datasource):
             meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=[uri], exec_stats=None)
             tasks.append(
                 ReadTask(
-                    lambda uri=uri: read_warc_file(uri, self.options, self.layout, self.docs_per_block),
+                    lambda uri=uri: read_warc_file(uri, self.options, self.ledger, self.docs_per_block),
                     meta,
                     schema=RECORD_SCHEMA,
                     per_task_row_limit=per_task_row_limit,

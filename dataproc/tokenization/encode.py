@@ -1,5 +1,6 @@
 """`BatchTokenizer`: a Ray Data `map_batches` callable (pyarrow in, pyarrow out) that adds a
-`tokens` column, applying the EOS / min / max rules of `TokenizeOptions`."""
+`tokens` column, applying the EOS / min / max rules of `TokenizeOptions`; the tokenizer is
+passed on its own (`tokenizer_path`)."""
 from __future__ import annotations
 
 import os
@@ -9,8 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from dataproc.options import StageOptions
 from dataproc.tokenization.tokenizer import load_tokenizer
+from llmforge.common.config import StrictModel
 from llmforge.common.errors import UserError
 from llmforge.shard_format import EOS_TOKEN
 
@@ -22,8 +23,10 @@ TRUNCATED = "truncated_tokens"  # int32: ids cut off by max_doc_tokens (0 when n
 SKIP_EMPTY, SKIP_TOO_SHORT = "empty", "too_short"
 
 
-class TokenizeOptions(StageOptions):
-    tokenizer_path: str | None = Field(default=None, description="tokenizer.json (local, s3://, gs://)")
+class TokenizeOptions(StrictModel):
+    """How documents become token ids and shards, whatever the tokenizer: every field decides
+    the shards' bytes (the shard writer's `config_hash` covers them all)."""
+
     shard_tokens: int = Field(default=100_000_000, gt=0, description="tokens per shard (documents are not split)")
     max_doc_tokens: int | None = Field(
         default=None, gt=0,
@@ -33,9 +36,7 @@ class TokenizeOptions(StageOptions):
     min_doc_tokens: int = Field(default=1, ge=1, description="skip (and count) documents with fewer tokens")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TokenizeOptions":
-        if self.enabled and not self.tokenizer_path:
-            raise ValueError("tokenizer_path is required when tokenization is enabled")
+    def _token_bounds(self) -> "TokenizeOptions":
         if self.max_doc_tokens is not None and self.max_doc_tokens < self.min_doc_tokens:
             raise ValueError(f"max_doc_tokens {self.max_doc_tokens} < min_doc_tokens {self.min_doc_tokens}")
         return self
@@ -77,19 +78,18 @@ class BatchTokenizer:
     pieces of a split page would each start mid-sentence after a boundary token.
     """
 
-    def __init__(self, tokenizer_path: str | None = None, options: TokenizeOptions | dict | None = None,
+    def __init__(self, tokenizer_path: str, options: TokenizeOptions | dict | None = None,
                  text_column: str = "text", drop_text: bool = True, num_threads: int | None = None):
         if isinstance(options, dict) or options is None:
-            options = TokenizeOptions(**{"tokenizer_path": tokenizer_path, **(options or {})})
-        path = tokenizer_path or options.tokenizer_path
-        if not path:
+            options = TokenizeOptions(**(options or {}))
+        if not tokenizer_path:
             raise ValueError("BatchTokenizer needs a tokenizer_path")
         configure_threads(num_threads)
         self.options, self.text_column, self.drop_text = options, text_column, drop_text
-        self.tokenizer, self.tokenizer_sha256 = load_tokenizer(path)
+        self.tokenizer, self.tokenizer_sha256 = load_tokenizer(tokenizer_path)
         self.eos_id = self.tokenizer.token_to_id(EOS_TOKEN)
         if options.append_eos and self.eos_id is None:
-            raise UserError(f"tokenizer {path} has no {EOS_TOKEN} token to end documents with")
+            raise UserError(f"tokenizer {tokenizer_path} has no {EOS_TOKEN} token to end documents with")
         self.vocab_size = self.tokenizer.get_vocab_size()
 
     def __call__(self, batch: pa.Table) -> pa.Table:

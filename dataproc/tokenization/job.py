@@ -6,7 +6,8 @@
 
 A unit's shards are a pure function of its documents, the tokenizer and the options, so the
 output is deterministic and a rerun skips units whose manifest matches (the shard writer's
-own resume). Only one small summary row per input file comes back to the driver.
+own resume). Only one small summary row per input file comes back to the driver. A trained
+tokenizer (<output>/tokenizer.json) is a step too: it is trained once, then reused.
 """
 from __future__ import annotations
 
@@ -17,10 +18,13 @@ import numpy as np
 import pyarrow as pa
 
 from llmforge import shard_format
-from dataproc.config import DataJobConfig, TokenizeStageOptions
+from dataproc.config import DataJobConfig
 from dataproc.outputs.parquet import read_documents
 from dataproc.reading.inputs import source_key
+from dataproc.tokenization.options import TokenizeStageOptions
 from llmforge.common import fs
+from llmforge.common.ray_session import cluster_cpus
+from llmforge.common.resume import digest
 
 COLUMNS = ["id", "source", "seq", "text", "domain"]
 
@@ -29,10 +33,9 @@ class UnitTokenizer:
     """`map_groups` callable: one input file's curated documents -> its shard directory."""
 
     def __init__(self, options: TokenizeStageOptions, tokenizer_path: str, shards_uri: str):
-        from dataproc.tokenization.encode import BatchTokenizer, TokenizeOptions
+        from dataproc.tokenization.encode import BatchTokenizer
 
-        fields = options.model_dump(include=set(TokenizeOptions.model_fields))
-        self.options = TokenizeOptions(**{**fields, "tokenizer_path": tokenizer_path, "enabled": True})
+        self.options = options.encoding()
         self.mixture = options.mixture
         self.tokenizer_path, self.shards_uri = tokenizer_path, shards_uri
         self.encoder = BatchTokenizer(tokenizer_path, self.options, num_threads=1)
@@ -53,7 +56,7 @@ class UnitTokenizer:
         mixed = encoded.take(pa.array(np.repeat(np.arange(group.num_rows), counts)))
         manifest = write_shards_from_batches(
             [mixed], fs.join(self.shards_uri, key), self.tokenizer_path, self.options,
-            domain_column="domain_", input_fingerprint=_digest(group),
+            domain_column="domain_", input_fingerprint=_documents_fingerprint(group),
         )
         report = mixture_report(domains, encoded.column("n_tokens").to_numpy(), counts)
         return pa.table({
@@ -63,15 +66,10 @@ class UnitTokenizer:
         })
 
 
-def _digest(group: pa.Table) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for col in ("id", "text"):
-        for value in group.column(col).to_pylist():
-            h.update((value or "").encode())
-            h.update(b"\0")
-    return h.hexdigest()[:16]
+def _documents_fingerprint(group: pa.Table) -> str:
+    """Every id, then every text, each followed by a NUL byte."""
+    return digest(((value or "").encode() + b"\0" for col in ("id", "text")
+                   for value in group.column(col).to_pylist()), 16)
 
 
 def ensure_tokenizer(cfg: DataJobConfig, curated_uri: str, log=print) -> str:
@@ -79,12 +77,12 @@ def ensure_tokenizer(cfg: DataJobConfig, curated_uri: str, log=print) -> str:
     opts = cfg.stages.tokenize
     if opts.tokenizer_path:
         return opts.tokenizer_path
-    from dataproc.tokenization.tokenizer import train_tokenizer
+    from dataproc.tokenization.tokenizer import tokenizer_step, train_tokenizer
     from dataproc.tokenization.sample import sample_texts
 
-    path = fs.join(cfg.output.path, "tokenizer.json")
-    filesystem, local = fs.resolve(path)
-    if fs.exists(filesystem, local):
+    step = tokenizer_step(cfg.output.path)
+    path = fs.join(cfg.output.path, shard_format.TOKENIZER_FILE)
+    if step.done() is not None:
         return path
     info = train_tokenizer(sample_texts(curated_uri, opts.train.sample_docs), opts.train, path)
     log(f"tokenizer: trained byte-level BPE, vocab {info['vocab_size']} on {info['documents']} documents -> {path}")
@@ -99,7 +97,7 @@ def run_tokenize(cfg: DataJobConfig, curated_uri: str, log=print) -> dict[str, A
     shards_uri = fs.join(cfg.output.path, "shards")
     ds = read_documents(curated_uri)
     ds = ds.select_columns([c for c in COLUMNS if c in ds.schema().names])
-    actors = opts.actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    actors = opts.actors or cluster_cpus()
     units = ds.groupby("source").map_groups(
         UnitTokenizer,
         fn_constructor_args=(opts, tokenizer_path, shards_uri),

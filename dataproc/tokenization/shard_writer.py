@@ -1,6 +1,7 @@
 """Tokenized batches -> token shards + manifest, in the order given (format in
 `llmforge.shard_format`); rerunning with the same tokenizer and config returns the finished
-manifest."""
+manifest. The shard directory is a `llmforge.common.resume.Step` whose marker is the manifest,
+written last, recording `tokenizer_sha256` and `config_sha256`."""
 from __future__ import annotations
 
 from typing import Any, Iterable
@@ -18,47 +19,46 @@ from dataproc.tokenization.encode import (
     TokenizeOptions,
 )
 from dataproc.tokenization.tokenizer import load_tokenizer
-from llmforge.shard_format import special_token_ids
 from llmforge import shard_format
 from llmforge.common import fs
-from llmforge.common.errors import UserError
-from llmforge.shard_format import EOS_TOKEN
+from llmforge.common.resume import ConflictError, Step, fingerprint
+from llmforge.shard_format import EOS_TOKEN, special_token_ids
 
 
 def config_hash(options: TokenizeOptions, **extra: Any) -> tuple[str, dict[str, Any]]:
-    """Hash of everything besides the tokenizer that decides the shards' bytes and manifest.
+    """Hash of everything besides the tokenizer that decides the shards' bytes and manifest:
+    the format version, the encoding options and `extra` (columns, input fingerprint).
 
-    The tokenizer is covered by its own sha256 (its path may move), `enabled` changes nothing
-    written. Fields the lead adds to TokenizeOptions later are included automatically.
+    The tokenizer is covered by its own sha256 (its path may move).
     """
     config = {"format_version": shard_format.FORMAT_VERSION,
-              **options.model_dump(mode="json", exclude={"enabled", "tokenizer_path"}), **extra}
-    return shard_format.sha256_bytes(shard_format.canonical_json(config)), config
+              **options.model_dump(mode="json", include=set(TokenizeOptions.model_fields)), **extra}
+    return fingerprint(config, digits=None, compact=True), config
 
 
-def _existing(filesystem, out_dir: str, tokenizer_sha: str, config_sha: str, overwrite: bool) -> dict | None:
-    """The finished manifest to return as is, or None to (re)build."""
-    path = fs.join(out_dir, shard_format.MANIFEST)
-    if not fs.exists(filesystem, path):
+def _finished(step: Step, filesystem, overwrite: bool) -> dict | None:
+    """The finished manifest to return as is, or None to (re)build; ConflictError for shards
+    of another tokenizer or config unless `overwrite`."""
+    try:
+        manifest = step.done() if overwrite else step.refuse_other()
+    except ConflictError as err:
+        found, ours = err.found, err.expected
+        what = "tokenizer" if "tokenizer_sha256" in err.differing() else "config"
+        raise ConflictError(
+            f"{step.path} already holds shards made with a different {what} "
+            f"(tokenizer sha256 {found['tokenizer_sha256']} vs {ours['tokenizer_sha256']}, config sha256 "
+            f"{found['config_sha256']} vs {ours['config_sha256']}); pass overwrite=True or use another "
+            "directory", found, ours) from None
+    if manifest is None:
         return None
-    manifest = fs.read_json(filesystem, path)
-    same = (manifest.get("tokenizer_sha256"), manifest.get("config_sha256")) == (tokenizer_sha, config_sha)
-    if same:
-        try:
-            shard_format.ShardReader(out_dir, filesystem)
-            return manifest
-        except (OSError, ValueError):
-            return None  # damaged since it was written: rebuild
-    if overwrite:
-        return None
-    raise UserError(
-        f"{out_dir} already holds shards made with a different "
-        f"{'tokenizer' if manifest.get('tokenizer_sha256') != tokenizer_sha else 'config'} "
-        f"(tokenizer sha256 {manifest.get('tokenizer_sha256')} vs {tokenizer_sha}, config sha256 "
-        f"{manifest.get('config_sha256')} vs {config_sha}); pass overwrite=True or use another directory")
+    try:
+        shard_format.ShardReader(step.path, filesystem)
+        return manifest
+    except (OSError, ValueError):
+        return None  # damaged since it was written: rebuild
 
 
-def write_shards_from_batches(batches: Iterable[pa.Table], out_dir: str, tokenizer_path: str | None = None,
+def write_shards_from_batches(batches: Iterable[pa.Table], out_dir: str, tokenizer_path: str,
                               options: TokenizeOptions | None = None, domain_column: str = "domain", *,
                               text_column: str = "text", input_fingerprint: str | None = None,
                               overwrite: bool = False, num_threads: int | None = None) -> dict[str, Any]:
@@ -76,16 +76,15 @@ def write_shards_from_batches(batches: Iterable[pa.Table], out_dir: str, tokeniz
     shard and temp files are deleted first and everything is rewritten; a directory holding
     shards of a different tokenizer/config is refused unless `overwrite=True`.
     """
-    if options is None:
-        options = TokenizeOptions(tokenizer_path=tokenizer_path)
-    path = tokenizer_path or options.tokenizer_path
-    if not path:
+    options = options or TokenizeOptions()
+    if not tokenizer_path:
         raise ValueError("write_shards_from_batches needs a tokenizer_path")
-    tokenizer, tokenizer_sha = load_tokenizer(path)
+    tokenizer, tokenizer_sha = load_tokenizer(tokenizer_path)
     config_sha, config = config_hash(options, domain_column=domain_column, text_column=text_column,
                                      input_fingerprint=input_fingerprint)
     filesystem, fs_dir = fs.resolve(out_dir)
-    done = _existing(filesystem, fs_dir, tokenizer_sha, config_sha, overwrite)
+    step = Step(out_dir, shard_format.MANIFEST, fields={"tokenizer_sha256": tokenizer_sha, "config_sha256": config_sha})
+    done = _finished(step, filesystem, overwrite)
     if done is not None:
         return done
     shard_format.remove_partial_outputs(fs_dir, filesystem)
@@ -100,7 +99,8 @@ def write_shards_from_batches(batches: Iterable[pa.Table], out_dir: str, tokeniz
             continue
         if TOKENS not in batch.column_names:
             if batch_tokenizer is None:
-                batch_tokenizer = BatchTokenizer(path, options, text_column=text_column, num_threads=num_threads)
+                batch_tokenizer = BatchTokenizer(tokenizer_path, options, text_column=text_column,
+                                                 num_threads=num_threads)
             batch = batch_tokenizer(batch)
         counts["input_documents"] += batch.num_rows
         skip = batch.column(SKIP)
@@ -127,5 +127,5 @@ def write_shards_from_batches(batches: Iterable[pa.Table], out_dir: str, tokeniz
         document_boundary_token_id=eos_id if options.append_eos else None,
         extra={"config": config, "counts": counts},
     )
-    shard_format.write_manifest(fs_dir, manifest, filesystem)
+    step.finish(manifest)  # the manifest is the marker: written last
     return manifest

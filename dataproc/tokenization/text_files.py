@@ -6,8 +6,6 @@ BPE on them (or reuse a tokenizer) and write the same shard format `data run` wr
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Iterable
 
@@ -16,7 +14,9 @@ import pyarrow as pa
 from dataproc.reading.text_files import iter_texts
 from dataproc.tokenization.encode import TokenizeOptions
 from dataproc.tokenization.shard_writer import write_shards_from_batches
-from dataproc.tokenization.tokenizer import TokenizerTrainOptions, train_tokenizer
+from dataproc.tokenization.tokenizer import TokenizerTrainOptions, tokenizer_step, train_tokenizer
+from llmforge.common.resume import fingerprint
+from llmforge.shard_format import TOKENIZER_FILE
 
 
 def _documents(paths: Iterable[str], txt_mode: str) -> Iterable[tuple[str, str]]:
@@ -37,12 +37,13 @@ def shards_from_text_files(paths: list[str], out_dir: str, *, vocab_size: int = 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if tokenizer_path is None:
-        tokenizer_path = str(out / "tokenizer.json")
-        if not Path(tokenizer_path).exists():
+        tokenizer_path = str(out / TOKENIZER_FILE)
+        if tokenizer_step(str(out)).done() is None:
             train_tokenizer((t for t, _ in _documents(paths, txt_mode)),
                             TokenizerTrainOptions(vocab_size=vocab_size), tokenizer_path)
-    fingerprint = hashlib.sha256(json.dumps(
-        [[str(Path(p).resolve()), Path(p).stat().st_size] for p in paths] + [txt_mode]).encode()).hexdigest()
+    # The input: which files (resolved), how large, split how.
+    inputs = fingerprint([[str(Path(p).resolve()), Path(p).stat().st_size] for p in paths] + [txt_mode],
+                         digits=None)
 
     def batches():
         texts, domains = [], []
@@ -55,5 +56,5 @@ def shards_from_text_files(paths: list[str], out_dir: str, *, vocab_size: int = 
         if texts:
             yield pa.table({"text": texts, "domain": domains})
 
-    options = TokenizeOptions(tokenizer_path=tokenizer_path, shard_tokens=shard_tokens)
-    return write_shards_from_batches(batches(), str(out), tokenizer_path, options, input_fingerprint=fingerprint)
+    options = TokenizeOptions(shard_tokens=shard_tokens)
+    return write_shards_from_batches(batches(), str(out), tokenizer_path, options, input_fingerprint=inputs)

@@ -19,6 +19,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from llmforge import shard_format
 from llmforge.common import fs
 from llmforge.common.config import StrictModel
+from llmforge.common.resume import Step
 from llmforge.shard_format import DEFAULT_SPECIAL_TOKENS, EOS_TOKEN
 
 N_BYTES = 256
@@ -59,7 +60,7 @@ def new_tokenizer() -> Tokenizer:
 
 
 def train_tokenizer(texts: Iterable[str | None], options: TokenizerTrainOptions | None = None,
-                    out_path: str = "tokenizer.json") -> dict[str, Any]:
+                    out_path: str = shard_format.TOKENIZER_FILE) -> dict[str, Any]:
     """Train on the first `options.sample_docs` non-empty texts; write tokenizer.json atomically.
 
     Returns {"path", "vocab_size" (actual; below the requested size only when the corpus runs
@@ -95,6 +96,13 @@ def train_tokenizer(texts: Iterable[str | None], options: TokenizerTrainOptions 
         "special_tokens": {t: tokenizer.token_to_id(t) for t in options.special_tokens},
         "documents": used,
     }
+
+
+def tokenizer_step(directory: str) -> Step:
+    """A tokenizer trained into `directory` as a resumable step: done once its tokenizer.json
+    exists (`train_tokenizer` writes it atomically). It records no fingerprint of what it was
+    trained on: a rerun reuses it as is."""
+    return Step(directory, shard_format.TOKENIZER_FILE)
 
 
 def load_tokenizer(path: str) -> tuple[Tokenizer, str]:

@@ -89,7 +89,7 @@ def main() -> None:
         info = train_tokenizer(texts, TokenizerTrainOptions(vocab_size=args.vocab_size), tok_path)
         print(f"trained tokenizer: vocab {info['vocab_size']} in {time.perf_counter() - t0:.1f} s")
     tokenizer, _ = load_tokenizer(tok_path)  # same settings BatchTokenizer uses
-    bt = BatchTokenizer(tok_path, {"tokenizer_path": tok_path})
+    bt = BatchTokenizer(tok_path)
 
     chunks = [texts[i:i + args.batch_size] for i in range(0, len(texts), args.batch_size)]
     tables = [pa.table({"text": c, "domain": ["bench"] * len(c)}) for c in chunks]
@@ -128,7 +128,7 @@ def main() -> None:
         ray.init(address="local", num_cpus=args.threads + 1, include_dashboard=False, log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
         ds = ray.data.from_arrow(tables * args.ray_repeat).map_batches(
-            BatchTokenizer, fn_constructor_kwargs={"tokenizer_path": tok_path, "options": {"tokenizer_path": tok_path}},
+            BatchTokenizer, fn_constructor_kwargs={"tokenizer_path": tok_path},
             batch_format="pyarrow", batch_size=args.batch_size, num_cpus=args.threads,
             compute=ray.data.ActorPoolStrategy(size=1))
         w0 = time.perf_counter()

@@ -48,13 +48,6 @@ def list_files(fs: pafs.FileSystem, path: str, recursive: bool = False) -> list[
     return sorted(i.path for i in infos if i.type == pafs.FileType.File)
 
 
-def list_dirs(fs: pafs.FileSystem, path: str) -> list[str]:
-    if not is_dir(fs, path):
-        return []
-    infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
-    return sorted(i.path for i in infos if i.type == pafs.FileType.Directory)
-
-
 def glob(fs: pafs.FileSystem, pattern: str) -> list[str]:
     """Expand a glob on any pyarrow filesystem (`**` matches across directories)."""
     if not any(c in pattern for c in _GLOB_CHARS):

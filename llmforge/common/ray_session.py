@@ -33,3 +33,11 @@ def init_ray(
         include_dashboard=include_dashboard,
         **kwargs,
     )
+
+
+def cluster_cpus() -> int:
+    """CPUs of the connected Ray cluster (at least 1), e.g. to size an actor pool or a shuffle.
+    Needs Ray initialised; an autoscaling cluster reports what it has now."""
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))

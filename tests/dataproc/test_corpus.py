@@ -74,6 +74,51 @@ def test_planted_duplicates_are_removed_and_audited(corpus_run):
     assert result.stats["documents_out"] == len(curated)
 
 
+def test_corpus_stage_seconds_are_in_stats_json(corpus_run):
+    """The seconds the funnel table prints for corpus stages are in stats.json too."""
+    _, out, result = corpus_run
+    stats = json.loads((out / "stats.json").read_text())
+    for stage in stats["stages"]:
+        assert stats["seconds"][stage["stage"]] == stage["seconds"], stage["stage"]
+    assert stats["seconds"]["exact_dedup"] > 0 and stats["seconds"]["minhash_dedup"] > 0
+    assert result.stats["seconds"] == stats["seconds"]
+
+
+def _write_warc_without_html(path: Path) -> None:
+    """A WARC file whose only records are a warcinfo and a 404 response: no HTML document."""
+    from dataproc.synthetic.warc_bytes import RecordWriter, http_response, warc_record
+
+    with open(path, "wb") as f:
+        w = RecordWriter(f, "gzip_per_record")
+        w.record(warc_record([("WARC-Type", "warcinfo"), ("WARC-Date", "2024-01-01T00:00:00Z"),
+                              ("WARC-Record-ID", "<urn:uuid:00000000-0000-4000-8000-000000000001>"),
+                              ("Content-Type", "application/warc-fields")], b"software: test\r\n"))
+        w.record(warc_record([("WARC-Type", "response"), ("WARC-Date", "2024-01-01T00:00:00Z"),
+                              ("WARC-Record-ID", "<urn:uuid:00000000-0000-4000-8000-000000000002>"),
+                              ("WARC-Target-URI", "https://example.com/gone.html"),
+                              ("Content-Type", "application/http; msgtype=response")],
+                             http_response(404, "text/html", b"<html><body>gone</body></html>")))
+        w.close()
+
+
+def test_inputs_without_html_finish_with_an_empty_funnel(ray_local, tmp_path, capsys):
+    warc = tmp_path / "nohtml.warc.gz"
+    _write_warc_without_html(warc)
+    job = tmp_path / "job.yaml"
+    job.write_text(json.dumps(_config(warc, tmp_path / "out").model_dump(mode="json")))
+    assert main(["data", "run", "--config", str(job)]) == 0
+    printed = capsys.readouterr().out
+    note = "no documents came out of the per-document stages: skipped exact_dedup, minhash_dedup, domains, tokenize"
+    assert f"warning: {note}" in printed and "documents out: 0 of 0" in printed
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["notes"] == [note]
+    assert (stats["inputs"], stats["documents_in"], stats["documents_out"]) == (1, 0, 0)
+    assert stats["warc"] == {"records": 2, "skip_status": 1, "skip_warcinfo": 1}
+    assert [s["in"] for s in stats["stages"]] == [0] * len(stats["stages"]) and stats["stages"]
+    assert not (tmp_path / "out" / "curated").exists() and not (tmp_path / "out" / "shards").exists()
+    assert (tmp_path / "out" / "funnel.png").exists()
+
+
 def test_domains_and_mixed_token_shards(corpus_run):
     _, out, result = corpus_run
     curated = _read(out / "curated")

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from dataproc.outputs.ledger import Layout, covers_exactly, merge_funnels, seq_ranges
+from dataproc.outputs.ledger import OutputLedger, covers_exactly, merge_funnels, seq_ranges
 from llmforge.common import fs
 
 
@@ -34,34 +34,34 @@ def test_merge_funnels_sums_counters():
     assert m == {"rows": 5, "kept": 3, "text_bytes": 15, "dropped": {"c4:x": 2}, "seconds": {"c4": 0.75}}
 
 
-def _part(layout, key, lo, hi, kept):
+def _part(ledger, key, lo, hi, kept):
     manifest = {"seqs": [[lo, hi]], "rows": hi - lo + 1, "kept": kept, "dropped": {"x:y": hi - lo + 1 - kept},
                 "seconds": {}, "text_bytes": 0}
-    fs.write_json_atomic(layout.filesystem, layout.manifest_path(key, lo, hi), manifest)
-    fs.write_bytes_atomic(layout.filesystem, layout.part_stem(key, lo, hi) + ".parquet", b"PAR1")
+    fs.write_json_atomic(ledger.filesystem, ledger.manifest_path(key, lo, hi), manifest)
+    fs.write_bytes_atomic(ledger.filesystem, ledger.part_stem(key, lo, hi) + ".parquet", b"PAR1")
 
 
 def test_finalize_only_when_complete_and_prepare_clears_partial(tmp_path):
-    layout = Layout(str(tmp_path / "out"))
+    ledger = OutputLedger(str(tmp_path / "out"))
     expected = {"source": "a.warc.gz", "rows": 10, "reader": {"records": 12}}
-    _part(layout, "a", 0, 4, 3)
-    assert not layout.try_finalize("a")  # no _expected.json yet: the reader has not finished
-    fs.write_json_atomic(layout.filesystem, layout.expected_path("a"), expected)
-    assert not layout.try_finalize("a")  # rows 5..9 missing
-    _part(layout, "a", 5, 9, 5)
-    assert layout.try_finalize("a")
-    assert layout.is_done("a")
+    _part(ledger, "a", 0, 4, 3)
+    assert not ledger.try_finalize("a")  # no _expected.json yet: the reader has not finished
+    fs.write_json_atomic(ledger.filesystem, ledger.expected_path("a"), expected)
+    assert not ledger.try_finalize("a")  # rows 5..9 missing
+    _part(ledger, "a", 5, 9, 5)
+    assert ledger.try_finalize("a")
+    assert ledger.is_done("a")
     stats = json.loads((tmp_path / "out/documents/a/_stats.json").read_text())
     assert (stats["rows"], stats["kept"], stats["dropped"]) == (10, 8, {"x:y": 2})
     assert sorted(p.name for p in (tmp_path / "out/documents/a").glob("part-*")) == [
         "part-000000000-000000004.parquet", "part-000000005-000000009.parquet"]
 
     # b: killed half way; c: all parts written but never renamed.
-    _part(layout, "b", 0, 4, 5)
-    fs.write_json_atomic(layout.filesystem, layout.expected_path("b"), {**expected, "rows": 20})
-    fs.write_json_atomic(layout.filesystem, layout.expected_path("c"), {**expected, "rows": 5})
-    _part(layout, "c", 0, 4, 5)
-    todo, done = layout.prepare(["a", "b", "c", "d"])
+    _part(ledger, "b", 0, 4, 5)
+    fs.write_json_atomic(ledger.filesystem, ledger.expected_path("b"), {**expected, "rows": 20})
+    fs.write_json_atomic(ledger.filesystem, ledger.expected_path("c"), {**expected, "rows": 5})
+    _part(ledger, "c", 0, 4, 5)
+    todo, done = ledger.prepare(["a", "b", "c", "d"])
     assert todo == ["b", "d"] and done == ["a", "c"]
     assert not (tmp_path / "out/_work/b").exists()  # half-written work is deleted, to be redone
 
@@ -69,8 +69,22 @@ def test_finalize_only_when_complete_and_prepare_clears_partial(tmp_path):
 def test_output_is_tied_to_one_config(tmp_path):
     from dataproc.outputs.ledger import OutputConflictError
 
-    layout = Layout(str(tmp_path / "out"))
-    layout.claim("aaaa")
-    layout.claim("aaaa")  # the same config may resume
+    ledger = OutputLedger(str(tmp_path / "out"))
+    ledger.claim("aaaa")
+    ledger.claim("aaaa")  # the same config may resume
     with pytest.raises(OutputConflictError, match="use a new output.path"):
-        layout.claim("bbbb")
+        ledger.claim("bbbb")
+    assert json.loads((tmp_path / "out" / "_job.json").read_text()) == {"fingerprint": "aaaa"}
+
+
+def test_directories_written_before_the_resume_helper_still_count(tmp_path):
+    """Markers exactly as the old code wrote them: the job is claimed and the unit is done."""
+    (tmp_path / "out" / "documents" / "a").mkdir(parents=True)
+    (tmp_path / "out" / "_job.json").write_text('{\n "fingerprint": "b26452935e21be14"\n}')
+    stats = {"source": "a.warc.gz", "rows": 0, "kept": 0, "text_bytes": 0, "dropped": {}, "seconds": {},
+             "reader": {"records": 3}, "read_seconds": 0.01, "file_bytes": 10}
+    (tmp_path / "out" / "documents" / "a" / "_stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True))
+    ledger = OutputLedger(str(tmp_path / "out"))
+    ledger.claim("b26452935e21be14")
+    assert ledger.prepare(["a", "b"]) == (["b"], ["a"])
+    assert ledger.done_stats("a") == stats

@@ -18,6 +18,7 @@ import pytest
 
 from dataproc.config import DataJobConfig
 from dataproc.pipeline import run_data_job
+from dataproc.reading.inputs import source_key
 from dataproc.synthetic.sample_warc import write_sample_warc
 from tests.support.warc_scan import scan_record_types
 from llmforge.common.config import validate_config
@@ -230,6 +231,30 @@ def test_killed_run_resumes_without_losing_or_repeating_a_document(sample, sampl
 
     assert counts(resumed.stats) == counts(reference.stats)
     assert resumed.stats["warc"] == reference.stats["warc"]
+
+
+def test_read_seconds_count_only_the_reader(sample, tmp_path):
+    """In a fused task the stages run while the reader is suspended at a yield: that time is
+    theirs, not read_warc's."""
+    from dataproc.outputs.ledger import OutputLedger
+    from dataproc.reading.datasource import read_warc_file
+    from dataproc.reading.records import WarcReadOptions
+
+    warcs, _, _ = sample
+    ledger = OutputLedger(str(tmp_path / "out"))
+    uri = str(warcs / "a.warc.gz")
+
+    def read(work_per_block: float) -> float:
+        for _ in read_warc_file(uri, WarcReadOptions(), ledger, docs_per_block=10):
+            start = time.process_time()
+            while time.process_time() - start < work_per_block:  # a downstream stage's CPU time
+                pass
+        expected = json.loads(Path(ledger.expected_path(source_key(uri))).read_text())
+        return expected["read_seconds"]
+
+    alone = read(0.0)
+    busy = read(0.1)  # ~100 rows in blocks of 10: ~0.8 s of "stage" time in between
+    assert 0 < busy < alone + 0.3
 
 
 def test_real_warc_files_agree_with_a_plain_warcio_scan(ray_local, tmp_path):

@@ -119,7 +119,7 @@ def test_batch_tokenizer_rules(tok_path):
     tokenizer, _ = load_tokenizer(tok_path)
     long_text = " ".join(generated_corpus(20, seed=5))
     n_long = len(tokenizer.encode(long_text).ids)
-    opts = TokenizeOptions(tokenizer_path=tok_path, min_doc_tokens=3, max_doc_tokens=50)
+    opts = TokenizeOptions(min_doc_tokens=3, max_doc_tokens=50)
     bt = BatchTokenizer(tok_path, opts)
     table = pa.table({"text": ["", None, "a", "Hello there, world of tokens.", long_text], "id": [1, 2, 3, 4, 5]})
     out = bt(table)
@@ -139,16 +139,47 @@ def test_batch_tokenizer_rules(tok_path):
     assert no_eos.column("tokens").to_pylist()[3] == tokenizer.encode("Hello there, world of tokens.").ids
 
 
-def test_tokenize_options_validation(tok_path):
-    with pytest.raises(ValidationError, match="tokenizer_path is required"):
-        TokenizeOptions()
-    TokenizeOptions(enabled=False)
+def test_tokenize_options_validation():
+    TokenizeOptions()  # encoding options only: the tokenizer is passed on its own
     with pytest.raises(ValidationError):
-        TokenizeOptions(tokenizer_path=tok_path, shard_tokens=0)
+        TokenizeOptions(shard_tokens=0)
     with pytest.raises(ValidationError, match="max_doc_tokens"):
-        TokenizeOptions(tokenizer_path=tok_path, min_doc_tokens=10, max_doc_tokens=5)
+        TokenizeOptions(min_doc_tokens=10, max_doc_tokens=5)
     with pytest.raises(ValidationError):
-        TokenizeOptions(tokenizer_path=tok_path, weights={"a": 1.0})  # mixing is not here (yet)
+        TokenizeOptions(weights={"a": 1.0})  # mixing is the stage's (stages.tokenize.mixture)
+    with pytest.raises(ValidationError):
+        TokenizeOptions(tokenizer_path="t.json")
+
+
+def test_tokenize_stage_options_keep_the_encoding_checks():
+    """The stage's options add to the encoding options' validator instead of replacing it."""
+    from dataproc.tokenization.options import TokenizeStageOptions
+
+    TokenizeStageOptions(enabled=True)  # no tokenizer_path: one is trained
+    with pytest.raises(ValidationError, match="max_doc_tokens"):
+        TokenizeStageOptions(min_doc_tokens=10, max_doc_tokens=5)
+    stage = TokenizeStageOptions(enabled=True, tokenizer_path="t.json", shard_tokens=20_000, max_doc_tokens=50,
+                                 train={"vocab_size": 600}, actors=2)
+    assert stage.encoding() == TokenizeOptions(shard_tokens=20_000, max_doc_tokens=50)
+    # The YAML keys and their order under stages.tokenize (what `data validate` prints).
+    assert list(stage.model_dump()) == ["enabled", "tokenizer_path", "shard_tokens", "max_doc_tokens",
+                                        "append_eos", "min_doc_tokens", "train", "mixture", "actors"]
+
+
+def test_config_hash_is_the_one_in_existing_manifests():
+    """Shards written before the options were split record these config_sha256 values."""
+    from dataproc.tokenization.options import TokenizeStageOptions
+    from dataproc.tokenization.shard_writer import config_hash
+
+    plain = config_hash(TokenizeOptions(), domain_column="domain", text_column="text",
+                        input_fingerprint="0123456789abcdef")[0]
+    assert plain == "66be04a35c49f20ecb2eeb437d6c76a3c26996b2beec3d7a94e2ecdb41b7c658"
+    stage = TokenizeStageOptions(enabled=True, tokenizer_path="/x/tokenizer.json", shard_tokens=20_000,
+                                 max_doc_tokens=50, train={"vocab_size": 600})
+    want = "59f0c99366f85844717ec0e0f073a03104b0c5cb780711022f4e9e9e1c1f970b"
+    kw = dict(domain_column="domain_", text_column="text", input_fingerprint="fedcba9876543210")
+    # Neither enabled nor tokenizer_path nor the stage's other keys change the shards' config.
+    assert config_hash(stage.encoding(), **kw)[0] == config_hash(stage, **kw)[0] == want
 
 
 # ---------------------------------------------------------------------------- shard format
@@ -237,7 +268,7 @@ def test_write_shards_end_to_end(tok_path, tmp_path):
     tokenizer, tok_sha = load_tokenizer(tok_path)
     texts = generated_corpus(120, seed=3) + ["", "a", " ".join(generated_corpus(30, seed=9))]
     domains = [f"d{i % 3}.example" for i in range(len(texts) - 1)] + [None]
-    opts = TokenizeOptions(tokenizer_path=tok_path, shard_tokens=500, min_doc_tokens=2, max_doc_tokens=300)
+    opts = TokenizeOptions(shard_tokens=500, min_doc_tokens=2, max_doc_tokens=300)
     m = write_shards_from_batches(_batches(texts, domains), str(tmp_path / "out"), tok_path, opts)
 
     expected = []
@@ -269,7 +300,7 @@ def test_write_shards_end_to_end(tok_path, tmp_path):
 
 def test_deterministic_and_batching_independent(tok_path, tmp_path):
     texts = generated_corpus(150, seed=4)
-    opts = TokenizeOptions(tokenizer_path=tok_path, shard_tokens=700)
+    opts = TokenizeOptions(shard_tokens=700)
     write_shards_from_batches(_batches(texts, size=7), str(tmp_path / "a"), tok_path, opts)
     write_shards_from_batches(_batches(texts, size=7), str(tmp_path / "b"), tok_path, opts)
     write_shards_from_batches(_batches(texts, size=50), str(tmp_path / "c"), tok_path, opts)
@@ -282,7 +313,7 @@ def test_deterministic_and_batching_independent(tok_path, tmp_path):
 
 def test_pretokenized_batches_written_as_is(tok_path, tmp_path):
     texts = generated_corpus(40, seed=6)
-    opts = TokenizeOptions(tokenizer_path=tok_path, shard_tokens=300)
+    opts = TokenizeOptions(shard_tokens=300)
     bt = BatchTokenizer(tok_path, opts)
     write_shards_from_batches(_batches(texts), str(tmp_path / "a"), tok_path, opts)
     write_shards_from_batches((bt(b) for b in _batches(texts)), str(tmp_path / "b"), tok_path, opts)
@@ -293,7 +324,7 @@ def test_pretokenized_batches_written_as_is(tok_path, tmp_path):
 def test_resume_and_refusals(tok_path, tmp_path):
     out = str(tmp_path / "out")
     texts = generated_corpus(60, seed=7)
-    opts = TokenizeOptions(tokenizer_path=tok_path, shard_tokens=400)
+    opts = TokenizeOptions(shard_tokens=400)
     first = write_shards_from_batches(_batches(texts), out, tok_path, opts)
 
     def exploding():
@@ -313,7 +344,7 @@ def test_resume_and_refusals(tok_path, tmp_path):
     assert "notes.txt" in left and "shard-00099.bin" not in left and not [p for p in left if ".tmp-" in p]
 
     # Different config in the same directory: refused, unless overwrite.
-    other = TokenizeOptions(tokenizer_path=tok_path, shard_tokens=800)
+    other = TokenizeOptions(shard_tokens=800)
     with pytest.raises(ValueError, match="different config"):
         write_shards_from_batches(_batches(texts), out, tok_path, other)
     rebuilt = write_shards_from_batches(_batches(texts), out, tok_path, other, overwrite=True)
@@ -327,7 +358,7 @@ def test_resume_and_refusals(tok_path, tmp_path):
 
 def test_mismatched_tokenizer_refused(tok_path, tmp_path):
     out = str(tmp_path / "out")
-    opts = TokenizeOptions(tokenizer_path=tok_path, shard_tokens=400)
+    opts = TokenizeOptions(shard_tokens=400)
     m = write_shards_from_batches(_batches(generated_corpus(20)), out, tok_path, opts)
     assert shards.check_tokenizer_matches(m, tok_path) == m["tokenizer_sha256"]
 
@@ -338,13 +369,13 @@ def test_mismatched_tokenizer_refused(tok_path, tmp_path):
         shards.check_tokenizer_matches(m, other)
     with pytest.raises(ValueError, match="different tokenizer"):
         write_shards_from_batches(_batches(generated_corpus(20)), out, other,
-                                  TokenizeOptions(tokenizer_path=other, shard_tokens=400))
+                                  TokenizeOptions(shard_tokens=400))
     assert "not decoding samples" in inspect_shards(out, other)
 
 
 def test_all_documents_skipped(tok_path, tmp_path):
     m = write_shards_from_batches([pa.table({"text": ["", None]}), pa.table({"text": pa.array([], pa.string())})],
-                                  str(tmp_path / "out"), tok_path, TokenizeOptions(tokenizer_path=tok_path))
+                                  str(tmp_path / "out"), tok_path, TokenizeOptions())
     assert m["shards"] == [] and m["total_tokens"] == 0 and m["counts"]["empty"] == 2
     r = shards.open_shards(str(tmp_path / "out"))
     assert len(r) == 0 and list(r) == []
@@ -354,7 +385,7 @@ def test_all_documents_skipped(tok_path, tmp_path):
 def test_single_token_documents(tok_path, tmp_path):
     tokenizer, _ = load_tokenizer(tok_path)
     single = [t for t in ("a", "b", "x", ".") if len(tokenizer.encode(t).ids) == 1]
-    opts = TokenizeOptions(tokenizer_path=tok_path, shard_tokens=4)
+    opts = TokenizeOptions(shard_tokens=4)
     m = write_shards_from_batches([pa.table({"text": single})], str(tmp_path / "out"), tok_path, opts)
     assert m["total_documents"] == len(single) and m["total_tokens"] == 2 * len(single)  # id + EOS each
     assert all(s["tokens"] == 4 for s in m["shards"][:-1])
@@ -378,7 +409,7 @@ def test_configure_threads(monkeypatch):
 def test_ray_actor_pool_then_ordered_write(ray_local, tok_path, tmp_path):
     """Tokenize on a Ray Data actor pool, write in the driver: same shards as in-process."""
     texts = generated_corpus(60, seed=8)
-    opts = TokenizeOptions(tokenizer_path=tok_path, shard_tokens=300, max_doc_tokens=40)
+    opts = TokenizeOptions(shard_tokens=300, max_doc_tokens=40)
     local = write_shards_from_batches(_batches(texts), str(tmp_path / "local"), tok_path, opts)
     ds = ray_local.data.from_arrow(_batches(texts)).map_batches(
         BatchTokenizer, fn_constructor_kwargs={"tokenizer_path": tok_path, "options": opts},

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataproc.corpus.dedup._hashing import combine, hash_column
+from llmforge.common.ray_session import cluster_cpus
 
 PART = "__dedup_part"
 TableFn = Callable[[pa.Table], pa.Table]
@@ -22,9 +23,7 @@ TableFn = Callable[[pa.Table], pa.Table]
 
 def default_partitions() -> int:
     """2 x the cluster's CPUs: enough tasks to use every core, few enough to stay cheap."""
-    import ray
-
-    return max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    return 2 * cluster_cpus()
 
 
 def partition_ids(table: pa.Table, keys: Sequence[str], partitions: int) -> np.ndarray:
