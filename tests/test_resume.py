@@ -132,3 +132,38 @@ def test_resume_is_plumbing():
             "print(sorted(m for m in ('ray', 'dataproc', 'training', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+class _NoDirRename:
+    """A local filesystem that cannot rename directories, like an object store, and records
+    the order files are moved in."""
+
+    def __init__(self):
+        import pyarrow.fs as pafs
+
+        self._local, self.moved = pafs.LocalFileSystem(), []
+
+    def move(self, src: str, dst: str) -> None:
+        import pyarrow.fs as pafs
+
+        if self._local.get_file_info(src).type == pafs.FileType.Directory:
+            raise OSError("no directory rename here")
+        self.moved.append(dst.rsplit("/", 1)[-1])
+        self._local.move(src, dst)
+
+    def __getattr__(self, name):
+        return getattr(self._local, name)
+
+
+def test_per_file_move_puts_the_marker_last(tmp_path):
+    from llmforge.common import fs
+
+    src = tmp_path / "staging"
+    src.mkdir()
+    for name in ("_SUCCESS", "a.parquet", "z.parquet"):  # the marker sorts first by name
+        (src / name).write_text(name)
+    store = _NoDirRename()
+    fs.move_dir(store, str(src), str(tmp_path / "done"), last="_SUCCESS")
+    assert store.moved == ["a.parquet", "z.parquet", "_SUCCESS"]
+    assert sorted(p.name for p in (tmp_path / "done").iterdir()) == ["_SUCCESS", "a.parquet", "z.parquet"]
+    assert not src.exists()

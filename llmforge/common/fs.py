@@ -89,8 +89,10 @@ def delete_dir(fs: pafs.FileSystem, path: str) -> None:
         fs.delete_dir(path)
 
 
-def move_dir(fs: pafs.FileSystem, src: str, dst: str) -> None:
-    """Rename a directory; object stores without directory renames get a per-file move."""
+def move_dir(fs: pafs.FileSystem, src: str, dst: str, last: str | None = None) -> None:
+    """Rename a directory; object stores without directory renames get a per-file move, in
+    which the file named `last` (a completion marker) moves after every other file, so a kill
+    during the move never leaves the marker without the files it vouches for."""
     fs.create_dir(posixpath.dirname(dst), recursive=True)
     try:
         fs.move(src, dst)
@@ -98,7 +100,8 @@ def move_dir(fs: pafs.FileSystem, src: str, dst: str) -> None:
     except OSError:
         if not is_dir(fs, src):
             raise
-    for path in list_files(fs, src, recursive=True):
+    paths = list_files(fs, src, recursive=True)
+    for path in sorted(paths, key=lambda p: posixpath.relpath(p, src) == last):
         target = join(dst, posixpath.relpath(path, src))
         fs.create_dir(posixpath.dirname(target), recursive=True)
         fs.move(path, target)

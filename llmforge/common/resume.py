@@ -138,11 +138,8 @@ class Step:
 
     def finish(self, info: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write the marker {expected fields, **info} last (with `staging`: into it, then
-        rename it into place); returns the record.
-
-        Caveat: on object stores (no directory rename) `fs.move_dir` moves file by file in
-        name order, so a kill during the move can leave the marker without every file.
-        """
+        rename it into place; on object stores, which move file by file, the marker moves
+        last); returns the record."""
         info = info or {}
         clash = {k for k, v in self.expected.items() if k in info and info[k] != v}
         if clash:
@@ -153,7 +150,7 @@ class Step:
             return record
         fs.write_json_atomic(self.filesystem, fs.join(self.staging, self.marker), record)
         try:
-            fs.move_dir(self.filesystem, self.staging, self.path)
+            fs.move_dir(self.filesystem, self.staging, self.path, last=self.marker)
         except OSError:
             # Another writer finished the same step first; its outputs are the same.
             if self.done() is None:
