@@ -98,11 +98,11 @@ def cmd_tokenize_text(args) -> int:
 
     existing(args.input, "--input")
     existing(args.tokenizer, "--tokenizer")
-    # The function builds these options from the values too; checked here, a bad value is the
-    # user's flag (enabled=False: only --shard-tokens is checked, not the tokenizer path).
+    # The function builds these options from the values too; checked here, a bad value is
+    # reported as the user's flag.
     if args.tokenizer is None:
         from_flags(TokenizerTrainOptions, args, {"vocab_size": "--vocab-size"})
-    from_flags(TokenizeOptions, args, {"shard_tokens": "--shard-tokens"}, enabled=False)
+    from_flags(TokenizeOptions, args, {"shard_tokens": "--shard-tokens"})
     m = shards_from_text_files(args.input, args.out, tokenizer_path=args.tokenizer, **given(
         vocab_size=args.vocab_size, txt_mode=args.txt_mode, shard_tokens=args.shard_tokens))
     print(f"{m['total_tokens']:,} tokens in {m['total_documents']:,} documents, {len(m['shards'])} shards -> {args.out}")
