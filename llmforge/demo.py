@@ -6,8 +6,6 @@ it without the source tree. Imports stay stdlib at the top: the packages load wh
 """
 from __future__ import annotations
 
-import contextlib
-import sys
 from importlib import resources
 from pathlib import Path
 from typing import Callable
@@ -60,13 +58,10 @@ def run_demo(workdir: str | Path = "runs/demo", files: int = 4, docs: int = 400,
     if skip_train:
         return
 
-    from tokenizers import Tokenizer
-
     from training.checkpoint import latest_checkpoint
     from training.config import PretrainConfig
-    from llmforge.shard_format import TOKENIZER_FILE
-    from training.export import export_hf, load_model
-    from training.generate import SamplingParams, complete_texts
+    from training.export import export_hf
+    from training.generate import SamplingParams, complete_from_checkpoint
     from training.trainer import run_dir, run_pretrain
 
     shards = work / "output" / "shards"
@@ -79,8 +74,5 @@ def run_demo(workdir: str | Path = "runs/demo", files: int = 4, docs: int = 400,
     export_hf(ckpt, hf, overwrite=True)
     log(f"demo: exported the trained model to {hf} (transformers.AutoModelForCausalLM.from_pretrained)")
     log(f"demo: a sample (llmforge train sample {run_dir(train_cfg)} --prompt '{SAMPLE_PROMPT}'):")
-    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed's checkpoint reader talks on stdout
-        model = load_model(ckpt)
-    params = SamplingParams(max_new_tokens=40, temperature=0.8)
-    text, = complete_texts(model, Tokenizer.from_file(str(ckpt / TOKENIZER_FILE)), [SAMPLE_PROMPT], params)
+    text, = complete_from_checkpoint(ckpt, [SAMPLE_PROMPT], SamplingParams(max_new_tokens=40, temperature=0.8))
     log(f"--- {SAMPLE_PROMPT!r}\n{SAMPLE_PROMPT}{text}")

@@ -117,3 +117,24 @@ def complete_texts(model: Llama, tokenizer, prompts: list[str], params: Sampling
     out = generate(model, ids, params, pad_id=eos if eos is not None else 0)
     return [tokenizer.decode(g.tokens, skip_special_tokens=True) for g in out]
 
+
+
+def complete_from_checkpoint(ckpt_dir, prompts: list[str], params: SamplingParams, tokenizer_path=None,
+                             device: str = "cpu") -> list[str]:
+    """`complete_texts` with a checkpoint's weights and its tokenizer (or `tokenizer_path`)."""
+    import contextlib
+    import sys
+    from pathlib import Path
+
+    from tokenizers import Tokenizer
+
+    from llmforge.shard_format import TOKENIZER_FILE
+    from training.export import load_model
+
+    path = Path(tokenizer_path) if tokenizer_path else Path(ckpt_dir) / TOKENIZER_FILE
+    if not path.exists():
+        raise UserError(f"tokenizer {path}: no such file" if tokenizer_path
+                        else f"{ckpt_dir} carries no {TOKENIZER_FILE}; pass one (--tokenizer)")
+    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed's checkpoint reader talks on stdout
+        model = load_model(ckpt_dir, device=device)
+    return complete_texts(model, Tokenizer.from_file(str(path)), prompts, params)

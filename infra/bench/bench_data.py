@@ -32,6 +32,7 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # tests.support (real pages as WARCs) is not installed
 SHARED = REPO.parent / "shared" / "data" / "extraction" / "trafilatura_eval"
 PEER_PY = REPO / ".venv-peer" / "bin" / "python"
 

@@ -66,25 +66,13 @@ def cmd_export(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    import contextlib
-    import sys
-
-    from tokenizers import Tokenizer
-
-    from llmforge.shard_format import TOKENIZER_FILE
-    from training.export import load_model
-    from training.generate import SamplingParams, complete_texts
+    from training.generate import SamplingParams, complete_from_checkpoint
 
     params = from_flags(SamplingParams, args, {"max_new_tokens": "--max-new-tokens", "temperature": "--temperature",
                                                "top_k": "--top-k", "top_p": "--top-p", "seed": "--seed"})
     ckpt = _checkpoint_dir(args.checkpoint)
-    tokenizer_path = Path(args.tokenizer) if args.tokenizer else ckpt / TOKENIZER_FILE
-    if not tokenizer_path.exists():
-        raise UserError(f"--tokenizer {tokenizer_path}: no such file" if args.tokenizer
-                        else f"{ckpt} carries no {TOKENIZER_FILE}; pass --tokenizer")
-    with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed's checkpoint reader talks on stdout
-        model = load_model(ckpt, **given(device=args.device))
-    texts = complete_texts(model, Tokenizer.from_file(str(tokenizer_path)), args.prompt, params)
+    existing(args.tokenizer, "--tokenizer")
+    texts = complete_from_checkpoint(ckpt, args.prompt, params, args.tokenizer, **given(device=args.device))
     for prompt, text in zip(args.prompt, texts):
         print(f"--- {prompt!r}\n{prompt}{text}")
     return 0
