@@ -4,11 +4,11 @@ Defaults reproduce FineWeb's near-dedup recipe: word 5-grams, 14 bands x 8 rows 
 of 64 bits. Two documents share a band with probability 1 - (1 - J**8)**14, which is 0.5 at
 J ~ 0.72 and 0.95 at J ~ 0.83.
 
-Shingles are exactly those of `dataproc.synthetic.sample_warc.shingles` (the ground truth the sample writer
+Shingles are exactly those of `dataproc.synthetic.ground_truth.shingles` (the ground truth the sample writer
 records): Python `str.lower()`, then `re.findall(r"\w+")` words, then every window of `ngram`
 consecutive words. A document with fewer than `ngram` words has one shingle, all its words (as
-`samples.shingles` does); an empty document has one fixed "empty" shingle, so all empty
-documents share one signature (`samples.jaccard` of two empty texts is 1 too).
+`ground_truth.shingles` does); an empty document has one fixed "empty" shingle, so all empty
+documents share one signature (`ground_truth.jaccard` of two empty texts is 1 too).
 
 How a batch is computed, with no Python loop over words or shingles:
 1. Join the lowered texts and view them as one uint32 array of code points; a 0x110000-entry
