@@ -29,6 +29,29 @@ def test_help_imports_neither_torch_nor_ray(argv):
     assert out.strip() == "[]"
 
 
+def test_help_shows_the_defaults_the_code_uses():
+    """--help reads defaults from the source (no import); they must be the ones that apply."""
+    import inspect
+
+    from dataproc.corpus.quality.features import QualityFeatureConfig
+    from dataproc.tokenization.text_files import shards_from_text_files
+    from llmforge.cli._args import default_from
+    from training.generate import SamplingParams
+
+    text_defaults = inspect.signature(shards_from_text_files).parameters
+    assert default_from("dataproc.tokenization.text_files:shards_from_text_files.shard_tokens") == \
+        f"default: {text_defaults['shard_tokens'].default}" == "default: 16777216"
+    assert default_from("dataproc.tokenization.text_files:shards_from_text_files.txt_mode") == "default: paragraphs"
+    assert default_from("dataproc.corpus.quality.features:QualityFeatureConfig.num_buckets_log2") == \
+        f"default: {QualityFeatureConfig().num_buckets_log2}"
+    assert default_from("training.generate:SamplingParams.top_p") == f"default: {SamplingParams().top_p}"
+    # No default (None) or a name that is not there: point at where it is defined instead.
+    assert default_from("dataproc.tokenization.text_files:shards_from_text_files.tokenizer_path") == \
+        "default: from shards_from_text_files.tokenizer_path"
+    assert default_from("dataproc.tokenization.text_files:shards_from_text_files.nope") == \
+        "default: from shards_from_text_files.nope"
+
+
 def test_nothing_imports_the_cli():
     pattern = re.compile(r"^\s*(from llmforge\.cli\b|import llmforge\.cli\b|from llmforge import cli\b)", re.M)
     offenders = [str(p.relative_to(REPO)) for top in ("llmforge", "dataproc", "training", "alignment", "evaluation", "infra")

@@ -7,6 +7,9 @@ not give is None here and is left out, so the model's or function's own default 
 from __future__ import annotations
 
 import argparse
+import ast
+import functools
+import importlib.util
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -76,5 +79,56 @@ def existing(paths: str | list[str] | None, flag: str) -> None:
 
 
 def default_from(where: str) -> str:
-    """Help text for a flag whose default lives in a model or function (not imported for --help)."""
-    return f"default: from {where}"
+    """Help text naming the default of `where` ("package.module:function.param" or
+    "package.module:Model.field"), read from the module's source without importing it:
+    `--help` must not load pyarrow, torch or Ray, and the default stays defined once."""
+    module, _, qualname = where.partition(":")
+    owner, _, name = qualname.rpartition(".")
+    try:
+        value = _static_default(_module_ast(module), owner, name)
+    except (LookupError, ValueError, SyntaxError, OSError, ImportError):
+        value = None
+    return f"default: {value}" if value is not None else f"default: from {qualname}"
+
+
+@functools.lru_cache(maxsize=None)
+def _module_ast(module: str) -> ast.Module:
+    # find_spec imports only the parent packages, whose __init__ files hold docstrings.
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ImportError(module)
+    return ast.parse(Path(spec.origin).read_text())
+
+
+def _static_default(tree: ast.Module, owner: str, name: str) -> str | None:
+    """The default expression of parameter / field `name` of top-level `owner`, evaluated when
+    it is a constant expression (`1 << 24`), else as written; None when it has none."""
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == owner:
+            a = node.args
+            positional = [*a.posonlyargs, *a.args]
+            pairs = [*zip(positional[len(positional) - len(a.defaults):], a.defaults),
+                     *zip(a.kwonlyargs, a.kw_defaults)]
+            for arg, default in pairs:
+                if arg.arg == name:
+                    return _render(default)
+            raise LookupError(name)
+        if isinstance(node, ast.ClassDef) and node.name == owner:
+            for stmt in node.body:
+                if isinstance(stmt, ast.AnnAssign) and getattr(stmt.target, "id", None) == name:
+                    value = stmt.value
+                    if isinstance(value, ast.Call) and getattr(value.func, "id", None) == "Field":
+                        given = {k.arg: k.value for k in value.keywords}
+                        value = given.get("default", value.args[0] if value.args else None)
+                    return _render(value)
+            raise LookupError(name)
+    raise LookupError(owner)
+
+
+def _render(node: ast.expr | None) -> str | None:
+    if node is None or (isinstance(node, ast.Constant) and node.value is None):
+        return None
+    if all(isinstance(n, (ast.Expression, ast.Constant, ast.BinOp, ast.UnaryOp, ast.operator, ast.unaryop))
+           for n in ast.walk(node)):
+        return str(eval(compile(ast.Expression(node), "<default>", "eval"), {"__builtins__": {}}))
+    return ast.unparse(node)

@@ -9,6 +9,11 @@ from llmforge.cli._args import add_config_args, default_from, existing, from_fla
 HELP = "the data pipeline (WARC -> documents)"
 
 
+SAMPLE_WARC = "dataproc.synthetic.sample_warc:write_sample_warc"
+TRAIN_QUALITY = "dataproc.corpus.quality.train:train_quality_model"
+TEXT_SHARDS = "dataproc.tokenization.text_files:shards_from_text_files"
+
+
 def _data_config(args):
     from dataproc.config import DataJobConfig
 
@@ -126,8 +131,8 @@ def register(areas: argparse._SubParsersAction) -> None:
 
     p = verbs.add_parser("sample-warc", help="write a WARC with planted duplicates, spam, PII, corrupt records")
     p.add_argument("--out", required=True, help="output .warc.gz (ground truth goes next to it)")
-    p.add_argument("--docs", type=int, help="number of normal article pages (" + default_from("write_sample_warc") + ")")
-    p.add_argument("--seed", type=int, help=default_from("write_sample_warc"))
+    p.add_argument("--docs", type=int, help="number of normal article pages (" + default_from(f"{SAMPLE_WARC}.n_docs") + ")")
+    p.add_argument("--seed", type=int, help=default_from(f"{SAMPLE_WARC}.seed"))
     p.add_argument("--clean", action="store_true", help="no corrupt records")
     p.set_defaults(func=cmd_sample_warc)
 
@@ -136,36 +141,36 @@ def register(areas: argparse._SubParsersAction) -> None:
                    help="reference-quality text: .txt, .jsonl[.gz] (text field) or .parquet (text column)")
     p.add_argument("--negative", nargs="+", required=True, help="random web text, same formats")
     p.add_argument("--out", required=True, help="model file to write (.npz)")
-    p.add_argument("--epochs", type=int, help=default_from("train_quality_model"))
-    p.add_argument("--seed", type=int, help=default_from("train_quality_model"))
+    p.add_argument("--epochs", type=int, help=default_from(f"{TRAIN_QUALITY}.epochs"))
+    p.add_argument("--seed", type=int, help=default_from(f"{TRAIN_QUALITY}.seed"))
     p.add_argument("--txt-mode", choices=("lines", "paragraphs"),
-                   help="how a .txt file splits into documents (" + default_from("train_quality_model") + ")")
+                   help="how a .txt file splits into documents (" + default_from(f"{TRAIN_QUALITY}.txt_mode") + ")")
     p.add_argument("--max-docs", type=int, help="cap documents per class (default: no cap)")
     p.add_argument("--ngrams", type=int,
-                   help="word n-grams 1..N are features (" + default_from("QualityFeatureConfig.ngrams") + ")")
+                   help="word n-grams 1..N are features (" + default_from("dataproc.corpus.quality.features:QualityFeatureConfig.ngrams") + ")")
     p.add_argument("--buckets-log2", type=int,
-                   help="2**N hash buckets (" + default_from("QualityFeatureConfig.num_buckets_log2") + ")")
+                   help="2**N hash buckets (" + default_from("dataproc.corpus.quality.features:QualityFeatureConfig.num_buckets_log2") + ")")
     p.set_defaults(func=cmd_train_quality)
 
     p = verbs.add_parser("train-tokenizer", help="train a byte-level BPE on a sample of documents")
     p.add_argument("--documents", required=True, help="Parquet documents (a data run's output dir or its documents/)")
     p.add_argument("--out", required=True, help="tokenizer.json to write")
-    p.add_argument("--vocab-size", type=int, help=default_from("TokenizerTrainOptions.vocab_size"))
-    p.add_argument("--sample-docs", type=int, help=default_from("TokenizerTrainOptions.sample_docs"))
+    p.add_argument("--vocab-size", type=int, help=default_from("dataproc.tokenization.tokenizer:TokenizerTrainOptions.vocab_size"))
+    p.add_argument("--sample-docs", type=int, help=default_from("dataproc.tokenization.tokenizer:TokenizerTrainOptions.sample_docs"))
     p.set_defaults(func=cmd_train_tokenizer)
 
     p = verbs.add_parser("inspect", help="counts per shard and domain, and decoded sample documents")
     p.add_argument("shard_dir")
     p.add_argument("--tokenizer", help="tokenizer.json to decode samples (checked against the shards)")
-    p.add_argument("--samples", type=int, help=default_from("inspect_shards"))
+    p.add_argument("--samples", type=int, help=default_from("dataproc.tokenization.summary:inspect_shards.samples"))
     p.set_defaults(func=cmd_inspect)
 
     p = verbs.add_parser("tokenize-text", help="token shards from plain text / JSONL files (no WARC, no Ray)")
     p.add_argument("--input", nargs="+", required=True, help=".txt[.gz], .jsonl[.gz] (text field) or .parquet files")
     p.add_argument("--out", required=True, help="shard directory (tokenizer.json is trained into it)")
     p.add_argument("--tokenizer", help="use this tokenizer.json instead of training one")
-    p.add_argument("--vocab-size", type=int, help=default_from("shards_from_text_files"))
+    p.add_argument("--vocab-size", type=int, help=default_from(f"{TEXT_SHARDS}.vocab_size"))
     p.add_argument("--txt-mode", choices=("lines", "paragraphs"),
-                   help="how a .txt file splits into documents (" + default_from("shards_from_text_files") + ")")
-    p.add_argument("--shard-tokens", type=int, help=default_from("shards_from_text_files"))
+                   help="how a .txt file splits into documents (" + default_from(f"{TEXT_SHARDS}.txt_mode") + ")")
+    p.add_argument("--shard-tokens", type=int, help=default_from(f"{TEXT_SHARDS}.shard_tokens"))
     p.set_defaults(func=cmd_tokenize_text)
