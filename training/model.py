@@ -193,40 +193,72 @@ class Decoder(nn.Module):
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
 
 
-class Llama(nn.Module):
-    """`forward(ids) -> logits`, or `(logits, mean loss)` when `targets` are given
-    (targets < 0 are ignored)."""
+def segment_positions(segments: torch.Tensor) -> torch.Tensor:
+    """Rotary positions restarting at 0 where the segment id changes (packed sequences)."""
+    idx = torch.arange(segments.shape[1], device=segments.device).expand_as(segments)
+    starts = torch.ones_like(segments, dtype=torch.bool)
+    starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+    return idx - torch.where(starts, idx, torch.zeros_like(idx)).cummax(1).values
+
+
+class _Transformer(nn.Module):
+    """What the causal LM and the reward model share: the trunk, the rotary tables, the init."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.model = Decoder(cfg)
-        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
         cos, sin = rotary_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
         # Not persistent: recomputed from the config, so checkpoints hold only weights.
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+
+    def _init_weights(self) -> None:
         self.apply(self._init)
         # GPT-2/nanoGPT: residual projections scaled by 1/sqrt(2 * layers) keep activations O(1).
         for name, p in self.named_parameters():
             if name.endswith(("o_proj.weight", "down_proj.weight")):
-                nn.init.normal_(p, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layers))
+                nn.init.normal_(p, mean=0.0, std=self.cfg.init_std / math.sqrt(2 * self.cfg.n_layers))
 
     def _init(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=self.cfg.init_std)
 
-    def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None):
+    def hidden(self, ids: torch.Tensor, segments: torch.Tensor | None = None) -> torch.Tensor:
+        """Final-norm hidden states (batch, seq, dim). With `segments` (batch, seq) of segment
+        ids, packed sequences attend only within their segment and restart their positions."""
         t = ids.shape[1]
         if t > self.cfg.max_seq_len:
             raise ValueError(f"sequence of {t} tokens is longer than model.max_seq_len {self.cfg.max_seq_len}")
         x = self.model.embed_tokens(ids)
-        cos, sin = self.rope_cos[:t].to(x.dtype), self.rope_sin[:t].to(x.dtype)
+        mask = None
+        if segments is None:
+            cos, sin = self.rope_cos[:t].to(x.dtype), self.rope_sin[:t].to(x.dtype)
+        else:
+            positions = segment_positions(segments)
+            cos = self.rope_cos[positions].unsqueeze(1).to(x.dtype)
+            sin = self.rope_sin[positions].unsqueeze(1).to(x.dtype)
+            causal = torch.ones(t, t, dtype=torch.bool, device=ids.device).tril()
+            mask = (causal & (segments[:, :, None] == segments[:, None, :])).unsqueeze(1)
         for block in self.model.layers:
-            x = block(x, cos, sin)
-        logits = self.lm_head(self.model.norm(x))
+            x = block(x, cos, sin, None, mask)
+        return self.model.norm(x)
+
+
+class Llama(_Transformer):
+    """`forward(ids) -> logits`, or `(logits, mean loss)` when `targets` are given
+    (targets < 0 are ignored)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self._init_weights()
+
+    def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None,
+                segments: torch.Tensor | None = None):
+        logits = self.lm_head(self.hidden(ids, segments))
         if targets is None:
             return logits
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
@@ -252,6 +284,29 @@ class Llama(nn.Module):
         for block, layer_cache in zip(self.model.layers, cache):
             x = block(x, cos, sin, layer_cache, mask)
         return self.lm_head(self.model.norm(x))
+
+
+class RewardModel(_Transformer):
+    """Hugging Face's `LlamaForSequenceClassification` with one label: the trunk and a scalar
+    `score` head read at each row's last real token. `forward(ids, lengths) -> (batch,)`."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.score = nn.Linear(cfg.dim, 1, bias=False)
+        self._init_weights()
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        values = self.score(self.hidden(ids)).squeeze(-1)
+        return values.gather(1, (lengths - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
+
+
+MODEL_KINDS = {"causal_lm": Llama, "reward": RewardModel}
+
+
+def build_model(cfg: ModelConfig, kind: str = "causal_lm") -> nn.Module:
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r} (known: {', '.join(MODEL_KINDS)})")
+    return MODEL_KINDS[kind](cfg)
 
 
 def count_parameters(cfg: ModelConfig, include_embedding: bool = True) -> int:
