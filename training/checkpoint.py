@@ -1,7 +1,8 @@
 """Where checkpoints go: Ray Train's storage (reported as `ray.train.Checkpoint`) or, run
 standalone, a local directory. Either way a checkpoint directory is
 
-    llmforge.json     step, samples consumed, global batch, world size, model config
+    llmforge.json     step, samples consumed, global batch, world size, model config, task,
+                      model kind (causal_lm / reward), LoRA options, tokenizer path
     deepspeed/        engine.save_checkpoint(..., tag="checkpoint"): every rank writes its part
     tokenizer.json    the shards' tokenizer, when known
 
@@ -21,12 +22,16 @@ from llmforge.shard_format import TOKENIZER_FILE
 TAG = "checkpoint"
 META = "llmforge.json"
 DS_DIR = "deepspeed"
+# Written into the run directory by a worker that stops the run for good (non-finite loss):
+# Ray Train's restarts read it and stop at once instead of failing the same step again, and
+# the driver reports its text.
+STOP_FILE = "stopped.txt"
 
 
 def save_to(directory: str, engine, meta: dict[str, Any], rank: int) -> None:
     engine.save_checkpoint(os.path.join(directory, DS_DIR), tag=TAG, client_state={"step": meta["step"]})
     if rank == 0:
-        tokenizer = meta.get("data", {}).get("tokenizer")
+        tokenizer = meta.get("tokenizer")
         if tokenizer and os.path.exists(tokenizer):  # so `train export` finds it
             shutil.copyfile(tokenizer, os.path.join(directory, TOKENIZER_FILE))
         Path(directory, META).write_text(json.dumps(meta, indent=1))

@@ -78,25 +78,21 @@ class RunOptions(StrictModel):
     tensorboard: bool = Field(default=False, description="also write TensorBoard events to <run dir>/tensorboard")
 
 
-class PretrainConfig(StrictModel):
-    model: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="tiny"))
-    data: DataConfig
+class TrainJobConfig(StrictModel):
+    """What every training job shares (pretraining, SFT, reward model, DPO): the optimizer, the
+    loop, the workers and the run. Each job adds its model and data sections."""
+
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: LoopConfig = Field(default_factory=LoopConfig)
     scaling: ScalingOptions = Field(default_factory=ScalingOptions)
     run: RunOptions = Field(default_factory=RunOptions)
 
-    @model_validator(mode="after")
-    def _fits(self) -> "PretrainConfig":
-        if self.data.seq_len > self.model.max_seq_len:
-            raise ValueError(f"data.seq_len {self.data.seq_len} is larger than model.max_seq_len "
-                             f"{self.model.max_seq_len}")
+    def _check_loop(self) -> None:
         if self.train.precision == "fp16" and (self.train.device == "cpu" or
                                                (self.train.device == "auto" and not self.scaling.use_gpu)):
             raise ValueError("train.precision fp16 needs a GPU (DeepSpeed's CPU accelerator has no fp16); use fp32 or bf16 "
                              "(or scaling.use_gpu: true)")
         self.grad_accum(self.scaling.num_workers)  # raises on a batch that does not divide
-        return self
 
     def precision_on(self, device_type: str) -> str:
         if self.train.precision != "auto":
@@ -113,6 +109,19 @@ class PretrainConfig(StrictModel):
             raise ValueError(f"train.global_batch_size {total} is not a multiple of train.micro_batch_size "
                              f"{self.train.micro_batch_size} x {world_size} workers")
         return total // per_step
+
+
+class PretrainConfig(TrainJobConfig):
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="tiny"))
+    data: DataConfig
+
+    @model_validator(mode="after")
+    def _fits(self) -> "PretrainConfig":
+        if self.data.seq_len > self.model.max_seq_len:
+            raise ValueError(f"data.seq_len {self.data.seq_len} is larger than model.max_seq_len "
+                             f"{self.model.max_seq_len}")
+        self._check_loop()
+        return self
 
 
 def preflight(cfg: PretrainConfig) -> PretrainConfig:

@@ -1,6 +1,6 @@
 """The per-worker pretraining loop: one function, run by every Ray Train worker or standalone.
 
-    train_worker({"config": PretrainConfig dict, "metrics_path": ..., "checkpoint_root": ...})
+    train_worker({"config": TrainJobConfig dict, "metrics_path": ..., "checkpoint_root": ...})
 
 Standalone (no Ray; one process, e.g. one GPU box or a debugger) it sets the torch.distributed
 environment a launcher would and keeps checkpoints in `checkpoint_root`. Under Ray Train the
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import tempfile
@@ -21,16 +22,13 @@ import numpy as np
 import torch
 
 from llmforge.common.errors import ConfigError
-from training.checkpoint import DS_DIR, TAG, LocalCheckpoints, RayCheckpoints, read_meta
-from training.config import PretrainConfig
-from training.data import GlobalOrder, rank_micro_batches, split_train_val
+from training.checkpoint import DS_DIR, STOP_FILE, TAG, LocalCheckpoints, RayCheckpoints, read_meta
+from training.config import TrainJobConfig
+from training.data import GlobalOrder, rank_micro_batches
 from training.flops import peak_flops
-from training.model import Llama, count_parameters, flops_per_token
+from training.model import count_parameters, flops_per_token
 from training.schedule import lr_factor
-
-# Fault injection for the restart tests: SIGKILL rank 1 the first time it reaches this step
-# (a marker file next to the metrics makes it happen once per run, not after every restart).
-
+from training.task import PRETRAIN, load_task
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -61,7 +59,7 @@ def _init_distributed(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def _device(cfg: PretrainConfig) -> torch.device:
+def _device(cfg: TrainJobConfig) -> torch.device:
     want = cfg.train.device
     if want == "auto":
         want = "cuda" if cfg.scaling.use_gpu or torch.cuda.is_available() else "cpu"
@@ -72,7 +70,7 @@ def _device(cfg: PretrainConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def deepspeed_config(cfg: PretrainConfig, world: int, precision: str) -> dict[str, Any]:
+def deepspeed_config(cfg: TrainJobConfig, world: int, precision: str) -> dict[str, Any]:
     t = cfg.train
     return {
         "train_micro_batch_size_per_gpu": t.micro_batch_size,
@@ -98,7 +96,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 class MetricsLog:
     """Rank 0's metrics: one JSON line per log step, and gauges on the Ray dashboard."""
 
-    def __init__(self, path: str | None, rank: int, under_ray: bool, tensorboard: bool = False):
+    def __init__(self, path: str | None, rank: int, under_ray: bool, tensorboard: bool = False,
+                 extra: tuple[str, ...] = ()):
         self.path = Path(path) if path and rank == 0 else None
         self.tb = None
         if self.path:
@@ -112,8 +111,8 @@ class MetricsLog:
             try:
                 from ray.util.metrics import Gauge
 
-                self.gauges = {k: Gauge(f"llmforge_train_{k}", description=f"pretraining {k}")
-                               for k in ("loss", "tokens_per_s", "mfu", "lr", "val_loss")}
+                self.gauges = {k: Gauge(f"llmforge_train_{k}", description=f"training {k}")
+                               for k in ("loss", "tokens_per_s", "mfu", "lr", "val_loss", *extra)}
             except Exception:  # dashboard metrics are best effort
                 self.gauges = {}
 
@@ -131,38 +130,61 @@ class MetricsLog:
             self.tb.flush()
 
 
-def _evaluate(engine, val, cfg: PretrainConfig, rank: int, world: int, device: torch.device) -> float:
+def _evaluate(engine, task, val, cfg, rank: int, world: int, device: torch.device,
+              names: tuple[str, ...]) -> dict[str, float]:
+    """Held-out loss and metrics, weighted like training: sums over every worker / their weight."""
     import torch.distributed as dist
 
     n = cfg.train.micro_batch_size
-    total, count = torch.zeros(2, device=device, dtype=torch.float64), 0
+    if task.eval_coverage == "all":  # each held-out example once, spread over the ranks
+        mine = np.arange(rank, len(val), world)
+        batches = [mine[i:i + n] for i in range(0, len(mine), n)]
+        rounds = -(-len(val) // (n * world))
+    else:  # a fixed sample, wrapping around a small held-out set
+        batches = [[((b * world + rank) * n + i) % len(val) for i in range(n)] for b in range(cfg.train.eval_batches)]
+        rounds = len(batches)
+    total = torch.zeros(len(names) + 1, device=device, dtype=torch.float64)
     engine.eval()
     with torch.no_grad():
-        for b in range(cfg.train.eval_batches):
-            first = (b * world + rank) * n
-            idx = [(first + i) % len(val) for i in range(n)]
-            x, y = val.batch(idx)
-            _, loss = engine(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
-            total[0] += loss.item() * n
-            count += n
-    total[1] = count
+        for b in range(rounds):  # every rank runs the same number of forwards (ZeRO-3 gathers)
+            idx = batches[b] if b < len(batches) and len(batches[b]) else [0]
+            loss_sum, metrics = task.loss(engine, _to_device(val.batch(idx), device))
+            if b < len(batches) and len(batches[b]):
+                total += torch.tensor([float(loss_sum), *(float(metrics[m]) for m in task.metric_names),
+                                       val.weight(idx)], dtype=torch.float64, device=device)
     engine.train()
     dist.all_reduce(total)
-    return float(total[0] / total[1])
+    return {f"val_{k}": float(v) for k, v in zip(names, (total[:-1] / total[-1]).tolist())}
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite: the run stops, the last checkpoint stays as it was."""
+
+
+def _to_device(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in batch.items()}
 
 
 def train_worker(job: dict[str, Any]) -> dict[str, Any]:
-    """Train until `train.max_steps`, resuming from the latest checkpoint; returns the last metrics."""
+    """Train until `train.max_steps`, resuming from the latest checkpoint; returns the last metrics.
+
+    job: {"task": "module:TaskClass" (default pretraining), "config": the task's config dict,
+    "metrics_path", "checkpoint_root" (standalone), "env", "step_hooks"}.
+    """
     import deepspeed
 
     for key, value in job.get("env", {}).items():
         os.environ.setdefault(key, value)
-    cfg = PretrainConfig.model_validate(job["config"])
     metrics_path = job.get("metrics_path")
     # Callables run on every rank before each optimizer step: hook(step, rank, run_dir), where
     # step counts the steps done so far and run_dir holds metrics.jsonl (None if not logging).
     step_hooks = job.get("step_hooks", ())
     run_dir = Path(metrics_path).parent if metrics_path else None
+    task = load_task(job.get("task", PRETRAIN), job["config"], str(run_dir) if run_dir else None)
+    stop_file = run_dir / STOP_FILE if run_dir else None
+    if stop_file and stop_file.exists():  # a restart after a stop: fail again at once
+        raise NonFiniteLoss(stop_file.read_text())
+    cfg = task.cfg
     under_ray = not job.get("standalone") and _under_ray_train()  # standalone never imports Ray
     device = _device(cfg)
     threads = cfg.train.threads or max(1, int(cfg.scaling.cpus_per_worker))
@@ -173,13 +195,13 @@ def train_worker(job: dict[str, Any]) -> dict[str, Any]:
     ckpts = RayCheckpoints() if under_ray else LocalCheckpoints(job["checkpoint_root"], cfg.run.num_to_keep)
     torch.manual_seed(cfg.train.seed)  # same initial weights on every rank and every restart
 
-    train, val = split_train_val(cfg.data.shards, cfg.data.seq_len, cfg.data.val_fraction, cfg.data.val_shards)
-    order = GlobalOrder(len(train), cfg.data.seed)
+    train, val = task.examples()
+    order = GlobalOrder(len(train), task.order_seed)
     global_batch, accum = cfg.global_batch(world), cfg.grad_accum(world)
 
     with contextlib.ExitStack() as stack:
         resume = _resume_source(ckpts.latest(), stack, global_batch, world, cfg.train.zero_stage)
-        model = Llama(cfg.model)
+        model = task.build_model()
         optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr,
                                       betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -205,30 +227,53 @@ def train_worker(job: dict[str, Any]) -> dict[str, Any]:
     if cfg.train.compile:
         engine.compile()
 
-    tokens_per_step = global_batch * cfg.data.seq_len
-    fpt = flops_per_token(cfg.model, cfg.data.seq_len)
+    tokens_per_step = global_batch * task.tokens_per_example()
+    model_cfg = task.model_config
+    fpt = flops_per_token(model_cfg, task.tokens_per_example())
     peak, peak_source = peak_flops(device, precision)
-    log = MetricsLog(metrics_path, rank, under_ray, tensorboard=cfg.run.tensorboard)
+    log = MetricsLog(metrics_path, rank, under_ray, tensorboard=cfg.run.tensorboard,
+                     extra=tuple(f"{m}" for m in task.metric_names) + tuple(f"val_{m}" for m in task.metric_names))
     if rank == 0:
-        print(f"model {count_parameters(cfg.model) / 1e6:.2f}M params, {fpt / 1e6:.1f} MFLOPs/token; "
-              f"world {world}, global batch {global_batch} = {cfg.train.micro_batch_size} x {accum} accum x "
-              f"{world}; {precision}; peak {peak / 1e12:.2f} TFLOP/s per worker ({peak_source})", flush=True)
+        print(f"{task.name}: model {count_parameters(model_cfg) / 1e6:.2f}M params, {fpt / 1e6:.1f} MFLOPs/token; "
+              f"{len(train)} examples; world {world}, global batch {global_batch} = {cfg.train.micro_batch_size} "
+              f"x {accum} accum x {world}; {precision}; peak {peak / 1e12:.2f} TFLOP/s per worker ({peak_source})",
+              flush=True)
 
+    names = ("loss", *task.metric_names)
     last: dict[str, Any] = {}
-    window_start, tokens_since, losses = time.perf_counter(), 0, []
+    window_start, tokens_since = time.perf_counter(), 0
+    window = torch.zeros(len(names) + 1, dtype=torch.float64)  # local sums, then the weight
     while step < cfg.train.max_steps:
         for hook in step_hooks:
             hook(step, rank, run_dir)
         micro = rank_micro_batches(order, step, global_batch, rank, world, accum)
-        step_loss = 0.0
+        step_weight = torch.tensor([sum(train.weight(idx) for idx in micro)], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(step_weight)
+        scale = accum * world / float(step_weight)  # engine.backward divides by accum, DeepSpeed averages ranks
+        step_sums = torch.zeros(len(names), dtype=torch.float64)
         for idx in micro:
-            x, y = train.batch(idx)
-            _, loss = engine(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
-            engine.backward(loss)
+            loss_sum, metrics = task.loss(engine, _to_device(train.batch(idx), device))
+            engine.backward(loss_sum * scale)
             engine.step()
-            step_loss += loss.item() / accum
+            step_sums += torch.tensor([float(loss_sum.detach()), *(float(metrics[m]) for m in task.metric_names)],
+                                      dtype=torch.float64)
+        local_ok = math.isfinite(float(step_sums[0]))
+        finite = torch.tensor([float(local_ok)], device=device)
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if not finite.item():
+            reason = f"{task.name}: non-finite loss at step {step + 1} on another worker"
+            if not local_ok:
+                names_of = getattr(train, "ids", None)
+                ids = [x for idx in micro for x in (names_of(idx) if names_of else [int(i) for i in idx])]
+                reason = (f"{task.name}: non-finite loss at step {step + 1} (worker {rank}, examples "
+                          f"{ids[:16]}{' ...' if len(ids) > 16 else ''}); stopped without saving, the last "
+                          f"checkpoint is kept (lower optim.lr, check the data)")
+                if stop_file:
+                    stop_file.write_text(reason + "\n")
+            raise NonFiniteLoss(reason)
         step += 1
-        losses.append(step_loss)
+        window[:-1] += step_sums
+        window[-1] += float(step_weight)
         tokens_since += tokens_per_step
 
         log_now = step % cfg.train.log_every == 0 or step == cfg.train.max_steps
@@ -237,33 +282,36 @@ def train_worker(job: dict[str, Any]) -> dict[str, Any]:
         ckpt_now = step == cfg.train.max_steps or (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0)
         if not (log_now or eval_now or ckpt_now):
             continue
-        loss_t = torch.tensor([float(np.mean(losses))], dtype=torch.float64, device=device)
-        torch.distributed.all_reduce(loss_t)
+        sums = window[:-1].to(device)
+        torch.distributed.all_reduce(sums)
+        means = (sums.cpu() / window[-1]).tolist()
         elapsed = time.perf_counter() - window_start
         tokens_per_s = tokens_since / elapsed
         row = {
-            "step": step, "loss": float(loss_t) / world, "lr": scheduler.get_last_lr()[0],
+            "step": step, **dict(zip(names, means)), "lr": scheduler.get_last_lr()[0],
             "grad_norm": _grad_norm(engine), "tokens_per_s": tokens_per_s,
             "tokens_per_s_per_worker": tokens_per_s / world,
             "mfu": fpt * tokens_per_s / world / peak, "tokens_seen": step * tokens_per_step,
             "samples_seen": step * global_batch, "time": time.time(),
         }
         if eval_now:
-            row["val_loss"] = _evaluate(engine, val, cfg, rank, world, device)
+            row.update(_evaluate(engine, task, val, cfg, rank, world, device, names))
         log.write(row)
         if rank == 0 and log_now:
-            print(f"step {step}/{cfg.train.max_steps} loss {row['loss']:.4f} lr {row['lr']:.2e} "
+            extra = "".join(f" {m} {row[m]:.4f}" for m in task.metric_names)
+            print(f"step {step}/{cfg.train.max_steps} loss {row['loss']:.4f}{extra} lr {row['lr']:.2e} "
                   f"grad_norm {row['grad_norm']:.3f} tok/s {tokens_per_s:,.0f} mfu {row['mfu']:.3f}"
                   + (f" val_loss {row['val_loss']:.4f}" if "val_loss" in row else ""), flush=True)
         meta = {"step": step, "samples_seen": step * global_batch, "global_batch": global_batch,
-                "world_size": world, "zero_stage": cfg.train.zero_stage, "model": cfg.model.model_dump(),
-                "data": cfg.data.model_dump()}
+                "world_size": world, "zero_stage": cfg.train.zero_stage, "model": model_cfg.model_dump(),
+                "task": task.name, "model_kind": task.model_kind, **task.meta()}
         if ckpt_now:
             ckpts.save(engine, meta, row, rank)
         else:
             ckpts.report(row)
         last = row
-        window_start, tokens_since, losses = time.perf_counter(), 0, []
+        window_start, tokens_since = time.perf_counter(), 0
+        window.zero_()
 
     torch.distributed.barrier()
     return last

@@ -14,7 +14,11 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from training.config import PretrainConfig, preflight
+from llmforge.common.errors import UserError
+from training.config import PretrainConfig, TrainJobConfig, preflight
+from training.task import PRETRAIN
+
+from training.checkpoint import STOP_FILE
 
 
 def run_dir(cfg: PretrainConfig) -> Path:
@@ -34,27 +38,42 @@ def run_pretrain(cfg: PretrainConfig, standalone: bool = False, log=print,
     """Train (resuming if the run exists); returns the last metrics row. `step_hooks` run in
     every worker before each optimizer step as hook(step, rank, run_dir); they must pickle."""
     cfg = preflight(cfg)  # before any worker starts
-    out = run_dir(cfg)
+    return run_training(cfg, PRETRAIN, run_dir(cfg), standalone, log, step_hooks)
+
+
+def run_training(cfg: TrainJobConfig, task: str, out: Path, standalone: bool = False, log=print,
+                 step_hooks: Sequence[Callable[[int, int, Path | None], None]] = ()) -> dict[str, Any]:
+    """Any training job: the `task` ("module:TaskClass") with its checked config, in `out`
+    (= run_dir of cfg.run). Stops with a UserError naming the step when the loss is not finite."""
     out.mkdir(parents=True, exist_ok=True)
-    job = {"config": cfg.model_dump(mode="json"), "metrics_path": str(out / "metrics.jsonl"),
+    stop_file = out / STOP_FILE
+    stop_file.unlink(missing_ok=True)  # a rerun (e.g. with a lower lr) starts afresh
+    job = {"task": task, "config": cfg.model_dump(mode="json"), "metrics_path": str(out / "metrics.jsonl"),
            "env": _worker_env(), "step_hooks": list(step_hooks)}
-    if standalone:
-        from training.loop import train_worker
+    try:
+        if standalone:
+            from training.loop import train_worker
 
-        job["checkpoint_root"], job["standalone"] = str(out), True
-        last = train_worker(job)
-        import torch.distributed as dist
+            job["checkpoint_root"], job["standalone"] = str(out), True
+            try:
+                last = train_worker(job)
+            finally:
+                import torch.distributed as dist
 
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    else:
-        last = _fit(cfg, job, log)
+                if dist.is_initialized():
+                    dist.destroy_process_group()
+        else:
+            last = _fit(cfg, job, log)
+    except Exception:
+        if stop_file.exists():  # the workers' reason, without Ray's wrapping
+            raise UserError(stop_file.read_text().strip()) from None
+        raise
     plot_path = plot_losses(out / "metrics.jsonl", out / "loss.png")
     log(f"train: metrics {out / 'metrics.jsonl'}" + (f", loss curve {plot_path}" if plot_path else ""))
     return last
 
 
-def _fit(cfg: PretrainConfig, job: dict[str, Any], log) -> dict[str, Any]:
+def _fit(cfg: TrainJobConfig, job: dict[str, Any], log) -> dict[str, Any]:
     import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
