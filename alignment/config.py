@@ -44,11 +44,6 @@ class LoraOptions(StrictModel):
                 "target_modules": list(self.target_modules)}
 
 
-def _align_loop() -> LoopConfig:
-    return LoopConfig(max_steps=1, micro_batch_size=4, log_every=5, eval_every=0, checkpoint_every=50,
-                      zero_stage=2).model_copy(update={"max_steps": None})
-
-
 class AlignLoop(LoopConfig):
     max_steps: int | None = Field(default=None, gt=0, description="optimizer steps; None = `epochs` passes")
     micro_batch_size: int = Field(default=4, gt=0, description="examples per worker per forward")
@@ -85,10 +80,20 @@ class SFTConfig(AlignConfig):
 
 
 class RewardConfig(AlignConfig):
+    """Pairs of replies; the model is the trunk of `--model` plus a fresh scalar head (or a
+    reward model to continue)."""
+
     margin: bool = Field(default=False, description="use each pair's `margin` field in the loss")
     center_coeff: float = Field(default=0.0, ge=0.0, description="TRL's center_rewards_coefficient: "
                                 "coeff * mean((r_c + r_r)^2) keeps rewards centred on zero")
     optim: AlignOptim = Field(default_factory=lambda: AlignOptim(lr=3e-4))
+
+    @model_validator(mode="after")
+    def _no_lora(self):
+        if self.lora.enabled:
+            raise ValueError("lora.enabled: LoRA is offered for SFT and DPO; a reward model trains its head and "
+                             "trunk in full")
+        return self
 
 
 class DPOConfig(AlignConfig):

@@ -277,8 +277,8 @@ def train_worker(job: dict[str, Any]) -> dict[str, Any]:
         tokens_since += tokens_per_step
 
         log_now = step % cfg.train.log_every == 0 or step == cfg.train.max_steps
-        eval_now = bool(val) and cfg.train.eval_every and (step % cfg.train.eval_every == 0
-                                                          or step == cfg.train.max_steps)
+        eval_now = bool(val) and ((cfg.train.eval_every and step % cfg.train.eval_every == 0)
+                                  or (step == cfg.train.max_steps and (cfg.train.eval_every or task.eval_at_end)))
         ckpt_now = step == cfg.train.max_steps or (cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0)
         if not (log_now or eval_now or ckpt_now):
             continue

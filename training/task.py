@@ -40,6 +40,8 @@ class TrainTask:
     # Validation: "sample" = `train.eval_batches` micro-batches per worker (pretraining's
     # estimate of a large held-out stream); "all" = every held-out example exactly once.
     eval_coverage = "sample"
+    # Validate after the last step even when `train.eval_every` is 0 (0 then means "only then").
+    eval_at_end = False
 
     def __init__(self, config: dict[str, Any] | TrainJobConfig, run_dir: str | None = None):
         self.cfg = config if isinstance(config, TrainJobConfig) else self.config_class.model_validate(config)

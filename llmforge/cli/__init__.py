@@ -22,7 +22,7 @@ import sys
 
 from llmforge.common.errors import UserError
 
-AREAS = ("data", "train", "demo")
+AREAS = ("data", "train", "align", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
