@@ -248,29 +248,31 @@ def _check_unique(ids: dict[str, str], rid: str, where: str) -> None:
     ids[rid] = where
 
 
-def _resolve_format(first: Any, forced: str | None, known: Sequence[str], detect, path: Path) -> str:
+def _resolve_format(first: dict[str, Any], forced: str | None, known: Sequence[str], detect,
+                    path: Path, where: str) -> str:
+    """`forced` when given, else the format `detect` reads from the first row's keys."""
     if forced is not None:
         if forced not in known:
             raise UserError(f"{path}: unknown format {forced!r} (known: {', '.join(known)})")
         return forced
-    return detect(first, path)
+    return detect(first, where)
 
 
 # ---------------------------------------------------------------------------------------------
 # SFT
 
 
-def _detect_sft(row: Any, path: Path) -> str:
-    keys = set(row) if isinstance(row, dict) else set()
+def _detect_sft(row: dict[str, Any], where: str) -> str:
+    keys = set(row)
     if {"chosen", "rejected"} <= keys:
-        raise UserError(f"{path}: rows have chosen/rejected: a preference file (read it with read_preferences)")
+        raise UserError(f"{where}: rows have chosen/rejected: a preference file (read it with read_preferences)")
     if "messages" in keys:
         return "messages"
     if "conversations" in keys:
         return "sharegpt"
     if {"instruction", "output"} <= keys:
         return "alpaca"
-    raise UserError(f"{path}: cannot tell the SFT format from the first row's keys ({', '.join(sorted(keys)) or 'not an object'}); "
+    raise UserError(f"{where}: cannot tell the SFT format from the first row's keys ({', '.join(sorted(keys)) or 'none'}); "
                     f"expected instruction+output (alpaca), messages, or conversations (sharegpt)")
 
 
@@ -321,7 +323,7 @@ def read_sft(path: str | os.PathLike, format: str | None = None) -> tuple[list[C
     for index, where, row in iter_rows(path):
         row = _object(row, where)
         if counts is None:
-            counts = Counts(str(path), _resolve_format(row, format, SFT_FORMATS, _detect_sft, path),
+            counts = Counts(str(path), _resolve_format(row, format, SFT_FORMATS, _detect_sft, path, where),
                             skipped={EMPTY_COMPLETION: 0})
         counts.read += 1
         messages = _sft_messages(counts.format, row, where)
@@ -343,16 +345,16 @@ def read_sft(path: str | os.PathLike, format: str | None = None) -> tuple[list[C
 # Preferences
 
 
-def _detect_preferences(row: Any, path: Path) -> str:
-    keys = set(row) if isinstance(row, dict) else set()
+def _detect_preferences(row: dict[str, Any], where: str) -> str:
+    keys = set(row)
     if {"chosen", "rejected"} <= keys:
         if "conversations" in keys:
             return "sharegpt"
         if "prompt" in keys or not all(isinstance(row[k], str) for k in ("chosen", "rejected")):
             return "pairs"
         return "hh_rlhf"
-    raise UserError(f"{path}: cannot tell the preference format from the first row's keys "
-                    f"({', '.join(sorted(keys)) or 'not an object'}); expected chosen and rejected "
+    raise UserError(f"{where}: cannot tell the preference format from the first row's keys "
+                    f"({', '.join(sorted(keys)) or 'none'}); expected chosen and rejected "
                     f"(with prompt, with conversations, or as whole Human/Assistant transcripts)")
 
 
@@ -384,8 +386,11 @@ def _side(value: Any, prompt: list[Message], where: str, what: str) -> list[Mess
     if isinstance(value, dict):  # one message, as in LLaMA-Factory
         return [*prompt, _message(value, where, 0, what)]
     messages = _messages(value, where, what)
-    if prompt and messages[: len(prompt)] == prompt:
-        return messages  # the whole conversation, prompt included
+    # The whole conversation, prompt included (with or without a `system` key's turn)?
+    system = prompt[:1] if prompt and prompt[0]["role"] == "system" else []
+    for head in (prompt, prompt[len(system):]):
+        if head and messages[: len(head)] == head:
+            return [*prompt[: len(prompt) - len(head)], *messages]
     return [*prompt, *messages]
 
 
@@ -443,7 +448,7 @@ def read_preferences(path: str | os.PathLike, format: str | None = None) -> tupl
     for index, where, row in iter_rows(path):
         row = _object(row, where)
         if counts is None:
-            counts = Counts(str(path), _resolve_format(row, format, PREFERENCE_FORMATS, _detect_preferences, path))
+            counts = Counts(str(path), _resolve_format(row, format, PREFERENCE_FORMATS, _detect_preferences, path, where))
         counts.read += 1
         prompt, chosen, rejected = _split_pair(*_pair_sides(counts.format, row, where), where)
         rid = _row_id(row, stem, index, where)
