@@ -14,7 +14,7 @@ from llmforge.cli import main
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["data", "run", "--help"], ["demo", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["data", "run", "--help"], ["demo", "--help"], ["generate", "--help"]])
 def test_help_imports_neither_torch_nor_ray(argv):
     code = (
         "import sys, contextlib, io\n"

@@ -4,6 +4,11 @@ Prompts of different lengths share a batch by left padding: each row gets its ow
 positions (counting from its first real token) and a key mask that hides its padding, so a row
 decodes exactly as it would alone. Used by `llmforge train sample`, and meant for RL rollouts
 and generative evaluation, which need the chosen tokens' log-probabilities too.
+
+Sampling draws from one `torch.Generator` for the whole batch, so a row's tokens depend on the
+rows it shares a batch with. With `row_seeds`, each row instead samples by the Gumbel-max trick
+with noise hashed from (its seed, the step, the token id): its tokens then depend only on its
+own seed (and, through float rounding at near-ties, on nothing else), whatever the batch.
 """
 from __future__ import annotations
 
@@ -35,8 +40,11 @@ class Generation:
 
 
 @torch.no_grad()
-def generate(model: Llama, prompts: list[list[int]], params: SamplingParams, pad_id: int = 0) -> list[Generation]:
-    """Continue each prompt (token ids) by up to `params.max_new_tokens` tokens."""
+def generate(model: Llama, prompts: list[list[int]], params: SamplingParams, pad_id: int = 0,
+             row_seeds: list[int] | None = None) -> list[Generation]:
+    """Continue each prompt (token ids) by up to `params.max_new_tokens` tokens. `row_seeds`
+    (one int per prompt) gives each row its own random stream, independent of the batch;
+    `params.seed` is then unused."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise UserError("every prompt needs at least one token")
     device = model.rope_cos.device
@@ -65,8 +73,12 @@ def generate(model: Llama, prompts: list[list[int]], params: SamplingParams, pad
     stop = torch.tensor(params.stop_token_ids or [-1], device=device)
     chosen, chosen_logprobs = [], []
     stopped = torch.zeros(batch, dtype=torch.bool, device=device)
+    if row_seeds is not None and len(row_seeds) != batch:
+        raise ValueError(f"{len(row_seeds)} row seeds for {batch} prompts")
+    keys = None if row_seeds is None else torch.tensor([s & _M32 for s in row_seeds], device=device)
     for step in range(params.max_new_tokens):
-        token, logprob = _choose(logits.float(), params, generator)
+        noise = None if keys is None or params.temperature == 0.0 else _gumbel(keys, step, logits.shape[-1])
+        token, logprob = _choose(logits.float(), params, generator, noise)
         chosen.append(token)
         chosen_logprobs.append(logprob)
         stopped |= torch.isin(token, stop)
@@ -83,8 +95,11 @@ def generate(model: Llama, prompts: list[list[int]], params: SamplingParams, pad
             for t, lp, n, stop_hit in zip(tokens.tolist(), logprobs.tolist(), kept, is_stop.any(1).tolist())]
 
 
-def _choose(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One token per row and its log-probability (before top-k/top-p truncation)."""
+def _choose(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator,
+            noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row and its log-probability (before top-k/top-p truncation). With `noise`
+    (standard Gumbel, float64, one per row and token) the choice is argmax(log p + noise) over
+    the kept tokens, a draw from p renormalised over them, and `generator` is unused."""
     if params.temperature == 0.0:
         token = logits.argmax(-1)
         return token, torch.log_softmax(logits, -1).gather(-1, token[:, None]).squeeze(-1)
@@ -98,9 +113,39 @@ def _choose(logits: torch.Tensor, params: SamplingParams, generator: torch.Gener
         probs, order = torch.softmax(scaled.masked_fill(~keep, float("-inf")), -1).sort(-1, descending=True)
         mass_before = probs.cumsum(-1) - probs  # a token stays while the mass above it is < top_p
         keep &= torch.zeros_like(keep).scatter(-1, order, mass_before < params.top_p)
-    probs = torch.where(keep, logprobs.exp(), torch.zeros_like(scaled))
-    token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if noise is not None:
+        token = (logprobs.double() + noise).masked_fill(~keep, float("-inf")).argmax(-1)
+    else:
+        probs = torch.where(keep, logprobs.exp(), torch.zeros_like(scaled))
+        token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
+
+
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(x, m: int):
+    """(x * m) mod 2**32 for 0 <= x < 2**32, in halves so int64 tensors never overflow."""
+    return (x * (m & 0xFFFF) + (((x * (m >> 16)) & 0xFFFF) << 16)) & _M32
+
+
+def _mix32(x):
+    """A 32-bit integer hash (Wellons' lowbias32), on Python ints or int64 tensors alike."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _gumbel(keys: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
+    """Standard Gumbel noise [rows, vocab] (float64), a pure function of (row key, step, token):
+    integer arithmetic only, so the same on every device and in every batch."""
+    row = _mix32(keys ^ _mix32((step * 0x9E3779B9 + 0x632BE5AB) & _M32))
+    token = _mix32(torch.arange(vocab, device=keys.device, dtype=torch.int64))
+    bits = _mix32(_mix32(row[:, None] ^ token[None, :]) ^ row[:, None])
+    uniform = (bits.double() + 0.5) / 2.0 ** 32
+    return -torch.log(-torch.log(uniform))
 
 
 def complete_texts(model: Llama, tokenizer, prompts: list[str], params: SamplingParams) -> list[str]:

@@ -6,8 +6,8 @@ pydantic models (jsonargparse, tyro) must import them to build the parser, and t
 pyarrow/numpy/torch, which `llmforge --help` must not; their override syntax is not the `--set`
 our README and job commands use. typer/click would only own the verb tree, a few lines here.
 
-Layout: one module per area (`data.py`, `train.py`, `demo.py`), each with `HELP` and
-`register(areas)`; a new area (align, eval, generate) is one module plus its name in `AREAS`.
+Layout: one module per area (`data.py`, `train.py`, `demo.py`, `generate.py`), each with `HELP` and
+`register(areas)`; a new area (align, eval) is one module plus its name in `AREAS`.
 Handlers import their packages lazily: `llmforge --help` starts neither torch nor Ray. Flags
 a user leaves out are None, so the options model's or the called function's default applies.
 
@@ -22,7 +22,7 @@ import sys
 
 from llmforge.common.errors import UserError
 
-AREAS = ("data", "train", "align", "demo")
+AREAS = ("data", "train", "align", "generate", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

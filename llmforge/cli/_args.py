@@ -29,15 +29,18 @@ def key_value(item: str) -> tuple[str, Any, str]:
         raise argparse.ArgumentTypeError(f"{item!r}: the value is not YAML ({err})") from None
 
 
-def add_config_args(p: argparse.ArgumentParser, config_help: str, set_example: str) -> None:
-    p.add_argument("--config", required=True, help=config_help)
+def add_config_args(p: argparse.ArgumentParser, config_help: str, set_example: str, required: bool = True) -> None:
+    """`--config FILE` (required unless `required=False`: then the options model's defaults
+    are the starting point) and repeatable `--set KEY=VALUE`."""
+    p.add_argument("--config", required=required, help=config_help)
     p.add_argument("--set", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help=f"override a config key (YAML value; repeatable), e.g. --set {set_example}")
 
 
 def load_with_overrides(model, args: argparse.Namespace, flags: list[tuple[str, Any, str]] = ()):
-    """`model` from `args.config`, then each `--set`, then `flags` ((key, value, label) of the
-    verb's own flags, e.g. ("output.path", "out/", "--output out/")). Errors name the flag."""
+    """`model` from `args.config` (None: the model's defaults), then each `--set`, then `flags`
+    ((key, value, label) of the verb's own flags, e.g. ("output.path", "out/", "--output out/")).
+    Errors name the flag."""
     from llmforge.common.config import load_config
 
     overrides: dict[str, Any] = {}

@@ -95,21 +95,22 @@ def validate_config(model: type[M], data: dict[str, Any], source: str = "<dict>"
         raise ConfigError(format_validation_error(err, source, model)) from None
 
 
-def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config {path} is not valid YAML: {err}") from None
+NO_FILE = "(no config file)"
 
 
 def load_config(model: type[M], path: str | Path | None, overrides: Mapping[str, Any] | None = None,
                 sources: Mapping[str, str] | None = None) -> M:
-    """Parse YAML at `path` (None: no file) into `model`; `overrides` are dotted keys (e.g. {"output.path": "x"}),
-    applied in order. `sources` names where an override came from (e.g. {"output.path":
-    "--output x"}) for error messages; unnamed ones are shown as `override KEY=VALUE`."""
-    raw = _read_yaml(Path(path)) if path is not None else {}  # no file: defaults + overrides
+    """Parse YAML at `path` into `model` (None: start from the model's defaults); `overrides`
+    are dotted keys (e.g. {"output.path": "x"}), applied in order. `sources` names where an
+    override came from (e.g. {"output.path": "--output x"}) for error messages; unnamed ones
+    are shown as `override KEY=VALUE`."""
+    path = Path(path) if path is not None else None
+    try:
+        raw = (yaml.safe_load(path.read_text()) or {}) if path is not None else {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path} is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path}: top level must be a mapping, got {type(raw).__name__}")
     overrides = dict(overrides or {})
@@ -131,7 +132,8 @@ def load_config(model: type[M], path: str | Path | None, overrides: Mapping[str,
     try:
         return model.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, str(path), model, origin)) from None
+        raise ConfigError(format_validation_error(err, str(path) if path is not None else NO_FILE, model,
+                                                  origin)) from None
 
 
 def _has_path(tree: Any, parts: tuple[str, ...]) -> bool:
