@@ -90,7 +90,10 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.dim() >= 2 else rest).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    # Empty groups are left out (LoRA trains matrices only): ZeRO drops them, and the lr
+    # scheduler would then hold more learning rates than the optimizer has groups.
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
 
 
 class MetricsLog:

@@ -55,13 +55,9 @@ def run_training(cfg: TrainJobConfig, task: str, out: Path, standalone: bool = F
             from training.loop import train_worker
 
             job["checkpoint_root"], job["standalone"] = str(out), True
-            try:
-                last = train_worker(job)
-            finally:
-                import torch.distributed as dist
-
-                if dist.is_initialized():
-                    dist.destroy_process_group()
+            # The one-process group stays up for the next standalone run in this process:
+            # DeepSpeed keeps module-level handles to it that a destroyed group would break.
+            last = train_worker(job)
         else:
             last = _fit(cfg, job, log)
     except Exception:

