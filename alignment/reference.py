@@ -63,7 +63,7 @@ def compute_reference_logps(run_dir: Path, reference_path: str, reference_hash: 
     """Fill the cache unless it holds this reference's values for these examples."""
     import ray
 
-    from llmforge.common.ray_session import init_ray
+    from llmforge.common.ray_session import init_ray, quiet_ray_data
 
     cache = run_dir / CACHE_DIR
     step = Step(str(cache), fields={"reference": reference_hash, "examples": examples_fingerprint})
@@ -77,6 +77,7 @@ def compute_reference_logps(run_dir: Path, reference_path: str, reference_hash: 
         return record
     step.reset()
     init_ray()
+    quiet_ray_data()
     import pyarrow as pa
     import pyarrow.parquet as pq
 

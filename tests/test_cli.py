@@ -14,7 +14,8 @@ from llmforge.cli import main
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["data", "run", "--help"], ["demo", "--help"], ["generate", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["data", "run", "--help"], ["demo", "--help"], ["generate", "--help"],
+                                  ["align", "dpo", "--help"]])
 def test_help_imports_neither_torch_nor_ray(argv):
     code = (
         "import sys, contextlib, io\n"
@@ -354,3 +355,19 @@ def test_demo_configs_ship_in_the_package_and_validate():
     assert load_config(PretrainConfig, train, {"data.shards": "x"}).scaling.num_workers == 2
     pyproject = (REPO / "pyproject.toml").read_text()
     assert 'llmforge = ["configs/*.yaml"]' in pyproject
+
+
+def test_align_bad_key_or_missing_model_stops_before_any_work(tmp_path, capsys):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"prompt": "hi", "chosen": "a", "rejected": "b"}\n')
+    out = tmp_path / "out"
+    assert main(["align", "dpo", "--model", str(tmp_path / "nope"), "--data", str(data), "--output", str(out)]) == 2
+    assert "--model" in capsys.readouterr().err and not out.exists()
+    (tmp_path / "m").mkdir()
+    assert main(["align", "dpo", "--model", str(tmp_path / "m"), "--data", str(data), "--output", str(out),
+                 "--set", "betta=0.2"]) == 2
+    err = capsys.readouterr().err
+    assert "betta" in err and "beta" in err and not out.exists()
+    assert main(["align", "reward", "--model", str(tmp_path / "m"), "--data", str(data), "--output", str(out),
+                 "--set", "lora.enabled=true"]) == 2
+    assert "lora.enabled" in capsys.readouterr().err and not out.exists()

@@ -27,8 +27,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def ray_head(tmp_path):
+@pytest.fixture(scope="module")
+def ray_head():
     """A head node (dashboard + job server) in its own process tree, torn down by killing that tree.
 
     `ray stop` would also kill the test session's own Ray, so it is not used here.
@@ -66,6 +66,30 @@ def ray_head(tmp_path):
         head.wait()
 
 
+def _submit(cmd: list[str], env: dict[str, str]) -> str:
+    """Submit and wait; the job's log, asserting it succeeded."""
+    deadline = time.time() + 120
+    while True:
+        submit = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+        # The job server answers before the node's job agent is up ("No available agent").
+        if "No available agent" not in submit.stdout + submit.stderr or time.time() > deadline:
+            break
+        time.sleep(2)
+    log = submit.stdout + submit.stderr
+    assert submit.returncode == 0, log[-3000:]
+    assert "succeeded" in log.lower(), log[-3000:]
+    return log
+
+
+def _metric_lines(metrics_url: str, name: str, timeout: float = 60) -> list[str]:
+    deadline, text = time.time() + timeout, ""
+    while name not in text and time.time() < deadline:
+        time.sleep(2)
+        with contextlib.suppress(OSError):
+            text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    return [line for line in text.splitlines() if line.startswith((f"ray_{name}", name))]
+
+
 def test_data_run_as_a_ray_job(ray_head, tmp_path):
     address, env, metrics_url = ray_head
     warcs = tmp_path / "warc"
@@ -76,16 +100,7 @@ def test_data_run_as_a_ray_job(ray_head, tmp_path):
            "--runtime-env-json", json.dumps({"excludes": [".venv", ".venv-peer", "runs", ".git"]}),
            "--", "llmforge", "data", "run", "--config", "llmforge/configs/data_demo.yaml",
            "--input", str(warcs), "--output", str(out)]
-    deadline = time.time() + 120
-    while True:
-        submit = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        # The job server answers before the node's job agent is up ("No available agent").
-        if "No available agent" not in submit.stdout + submit.stderr or time.time() > deadline:
-            break
-        time.sleep(2)
-    log = submit.stdout + submit.stderr
-    assert submit.returncode == 0, log[-3000:]
-    assert "succeeded" in log.lower(), log[-3000:]
+    log = _submit(cmd, env)
     assert "documents out:" in log  # the funnel reaches the job log (the dashboard's Jobs page)
     stats = json.loads((out / "stats.json").read_text())
     assert stats["documents_out"] > 0 and stats["inputs"] == 1
@@ -103,3 +118,25 @@ def test_data_run_as_a_ray_job(ray_head, tmp_path):
     per_document_out = next(s["out"] for s in stats["stages"] if s["stage"] == "pii")
     assert float(kept[0].rsplit(" ", 1)[1]) == per_document_out
     assert "llmforge_data_documents_dropped" in text and 'stage="language"' in text
+
+
+def test_align_dpo_as_a_ray_job(ray_head, tmp_path):
+    """`llmforge align dpo` submitted as a job: the reference pass and Ray Train run on the
+    cluster, results land in --output, and the DPO gauges reach the metrics endpoint."""
+    from alignment.synthetic import preference_task, write_jsonl
+    from tests.support.tiny_checkpoint import tiny_checkpoint
+
+    address, env, metrics_url = ray_head
+    model, _, _ = tiny_checkpoint(tmp_path / "model", max_seq_len=128)
+    pairs = write_jsonl(preference_task(40, seed=1), tmp_path / "pairs.jsonl")
+    out = tmp_path / "dpo"
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
+           "--runtime-env-json", json.dumps({"excludes": [".venv", ".venv-peer", "runs", ".git"]}),
+           "--", "llmforge", "align", "dpo", "--model", str(model), "--data", str(pairs), "--output", str(out),
+           "--set", "train.max_steps=3", "--set", "train.log_every=1"]
+    log = _submit(cmd, env)
+    assert "dpo: done" in log
+    results = json.loads((out / "results.json").read_text())
+    assert results["final"]["step"] == 3 and (out / "reference_logps" / "_SUCCESS").exists()
+    assert (out / "loss.png").exists()
+    assert _metric_lines(metrics_url, "llmforge_train_accuracy"), "the DPO accuracy gauge never appeared"

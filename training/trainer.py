@@ -113,6 +113,10 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [rows[s] for s in sorted(rows)]
 
 
+# Preference metrics drawn beside the loss when a task logs them (reward model, DPO).
+PANEL_METRICS = ("accuracy", "margin")
+
+
 def plot_losses(metrics_path: Path, out: Path) -> Path | None:
     rows = read_metrics(metrics_path)
     if not rows:
@@ -122,16 +126,18 @@ def plot_losses(metrics_path: Path, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="train loss")
-    val = [r for r in rows if "val_loss" in r]
-    if val:
-        ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="validation loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title(f"{metrics_path.parent.name}: last loss {rows[-1]['loss']:.3f}")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    panels = [m for m in PANEL_METRICS if any(m in r for r in rows)]
+    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(7 + 4 * len(panels), 4), squeeze=False)
+    for ax, key, label in zip(axes[0], ("loss", *panels), ("cross-entropy (nats/token)", *panels)):
+        ax.plot([r["step"] for r in rows if key in r], [r[key] for r in rows if key in r], label=f"train {key}")
+        val = [r for r in rows if f"val_{key}" in r]
+        if val:
+            ax.plot([r["step"] for r in val], [r[f"val_{key}"] for r in val], "o-", label=f"validation {key}")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(label if key != "loss" or not panels else "loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0][0].set_title(f"{metrics_path.parent.name}: last loss {rows[-1]['loss']:.3f}")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -41,3 +41,14 @@ def cluster_cpus() -> int:
     import ray
 
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def quiet_ray_data() -> None:
+    """Ray Data's per-operator progress lines off the terminal for short passes inside a job
+    (they stay in the session's logs/ray-data.log); warnings and errors still show."""
+    import logging
+
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
