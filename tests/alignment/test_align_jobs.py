@@ -186,3 +186,28 @@ def test_mismatched_tokenizer_is_refused_naming_both_hashes(base_model, preferen
     with pytest.raises(UserError, match=r"sha256 [0-9a-f]{16}\) is not the tokenizer of --model .* \(sha256 [0-9a-f]{16}\)"):
         run_align("dpo", cfg, standalone=True, **QUIET)
     assert not (tmp_path / "x").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("zero_stage,precision", [(0, "bf16"), (3, "fp32")])
+def test_sft_from_a_hugging_face_directory_packed_on_any_zero_stage(base_model, tmp_path, zero_stage, precision):
+    """An HF LlamaForCausalLM directory as --model, packed SFT examples, ZeRO 0 (bf16) and 3."""
+    from alignment.job import run_align
+    from alignment.synthetic import sft_task, write_jsonl
+    from training.export import export_hf
+    from training.sources import resolve_model
+
+    hf = export_hf(base_model, tmp_path / "hf")
+    assert resolve_model(hf).format == "hf"
+    data = write_jsonl(sft_task(64, seed=2), tmp_path / "sft.jsonl")
+    run = tmp_path / "sft"
+    cfg = align_config("sft", hf, data, run, **{"packing": True, "data.max_len": 128, "train.max_steps": 3,
+                                                "train.zero_stage": zero_stage, "train.precision": precision,
+                                                "train.log_every": 1})
+    results = run_align("sft", cfg, standalone=True, **QUIET)
+    assert results["examples"]["train"] < 64  # packed: several conversations per sequence
+    assert math.isfinite(results["final"]["val_loss"])
+    # The run directory is what `train export` / `generate` take; the export loads in HF.
+    from transformers import AutoModelForCausalLM
+
+    out = export_hf(run / sorted(p.name for p in run.glob("checkpoint_*"))[-1], tmp_path / "sft_hf")
+    assert AutoModelForCausalLM.from_pretrained(out) is not None
