@@ -122,6 +122,11 @@ def run_align(algorithm: str, cfg, standalone: bool = False, log=print, step_hoo
     log(f"{algorithm}: {prepared.n_train} examples, {cfg.train.max_steps} steps of "
         f"{cfg.global_batch(cfg.scaling.num_workers)} -> {out}")
     last = run_training(cfg, task, out, standalone=standalone, log=log, step_hooks=step_hooks)
+    if not last:  # a rerun of a finished run trains no step: report what the run logged
+        from training.trainer import read_metrics
+
+        rows = read_metrics(out / "metrics.jsonl")
+        last = rows[-1] if rows else {}
     results = {"algorithm": algorithm, "model": str(policy.path), "output": str(out),
                "examples": prepared.record["examples"], "source": prepared.record["source"],
                "tokenize": prepared.record["tokenize"], "steps": cfg.train.max_steps,

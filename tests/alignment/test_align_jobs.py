@@ -117,8 +117,10 @@ def test_dpo_raises_heldout_margin_and_caches_reference(base_model, preference_f
 
     # A rerun finds the finished run and the cached reference; another reference is refused.
     logs = []
-    run_align("dpo", cfg, standalone=True, log=logs.append)
+    again = run_align("dpo", cfg, standalone=True, log=logs.append)
     assert any("reference: reusing cached log-probs" in line for line in logs)
+    assert any("examples: reusing" in line for line in logs)
+    assert again["final"]["val_accuracy"] == final["val_accuracy"]  # nothing retrained, same report
     other = align_config("dpo", base_model, preference_file, run,
                          **{"data.val_fraction": 0.2, "optim.lr": 1e-3, "train.micro_batch_size": 8, "beta": 0.5,
                             "train.log_every": 1, "reference": str(run)})
