@@ -60,14 +60,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from llmforge.common.errors import UserError
+from llmforge.common.rows import file_stem, iter_rows
 from training.chat import check_messages
 
 SFT_FORMATS = ("alpaca", "messages", "sharegpt")
 PREFERENCE_FORMATS = ("pairs", "sharegpt", "hh_rlhf")
-SUFFIXES = (".jsonl.gz", ".json.gz", ".jsonl", ".json")
 
 EMPTY_COMPLETION = "empty_completion"
 CHOSEN_EQUALS_REJECTED = "chosen_equals_rejected"
@@ -123,58 +123,6 @@ class Counts:
 
 # ---------------------------------------------------------------------------------------------
 # Files and rows
-
-
-def file_stem(path: str | os.PathLike) -> str:
-    """The name without its data suffix: `a/b.jsonl.gz` -> `b`."""
-    name = Path(path).name
-    for suffix in SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(path).stem
-
-
-def _suffix(path: Path) -> str:
-    for suffix in SUFFIXES:
-        if path.name.endswith(suffix):
-            return suffix
-    raise UserError(f"{path}: unknown file type (expected one of {', '.join(SUFFIXES)})")
-
-
-def iter_rows(path: str | os.PathLike) -> Iterator[tuple[int, str, Any]]:
-    """(0-based row index, where, row) for every row: `where` names the file and the row
-    (`line N` in JSONL, blank lines not counted as rows; `row index N` in a JSON list)."""
-    path = Path(path)
-    suffix = _suffix(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    opener = gzip.open if suffix.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            if suffix.startswith(".jsonl"):
-                index = 0
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    where = f"{path}: line {lineno}"
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise UserError(f"{where}: not valid JSON ({e})") from None
-                    yield index, where, row
-                    index += 1
-            else:
-                try:
-                    rows = json.load(f)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}: not valid JSON ({e})") from None
-                if not isinstance(rows, list):
-                    raise UserError(f"{path}: a .json file must hold a list of rows, "
-                                    f"got {type(rows).__name__}")
-                for index, row in enumerate(rows):
-                    yield index, f"{path}: row index {index}", row
-    except (OSError, EOFError, UnicodeDecodeError) as e:  # gzip.BadGzipFile is an OSError
-        raise UserError(f"{path}: cannot be read ({e})") from None
 
 
 def _object(row: Any, where: str) -> dict[str, Any]:

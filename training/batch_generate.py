@@ -242,6 +242,7 @@ def read_prompts(path: str, options: GenerateOptions | None = None) -> tuple["pa
     import pyarrow as pa
 
     from llmforge.common import fs
+    from llmforge.common.rows import iter_rows
     from training.chat import as_messages, check_messages
 
     options = options or GenerateOptions()
@@ -249,18 +250,9 @@ def read_prompts(path: str, options: GenerateOptions | None = None) -> tuple["pa
     filesystem, local = fs.resolve(path)
     if not fs.exists(filesystem, local):
         raise UserError(f"--data {path}: no such file")
-    with filesystem.open_input_stream(local) as f:
-        data = f.read()
     rows: list[dict[str, Any]] = []
     reserved = {KEY_COLUMN, *OUTPUT_COLUMNS}
-    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{where}: not JSON ({err.msg})") from None
+    for _, where, row in iter_rows(path):
         if not isinstance(row, dict):
             raise UserError(f"{where}: expected a JSON object per line, got {type(row).__name__}")
         if "prompt" not in row:
@@ -288,7 +280,9 @@ def read_prompts(path: str, options: GenerateOptions | None = None) -> tuple["pa
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
             raise UserError(f"--data {path}: field {name!r} has values of different types across lines ({err})") \
                 from None
-    return pa.table(columns), hashlib.sha256(data).hexdigest()
+    with filesystem.open_input_stream(local) as f:  # the file's identity for the fingerprint
+        sha = hashlib.sha256(f.read()).hexdigest()
+    return pa.table(columns), sha
 
 
 def run_generate(model_path: str, prompts_path: str, output_dir: str, options: GenerateOptions | None = None,

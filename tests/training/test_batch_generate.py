@@ -107,12 +107,12 @@ def _write(path, lines):
 
 
 @pytest.mark.parametrize("lines, message", [
-    ([{"prompt": "ok"}, {"text": "no prompt"}], ":2: no 'prompt' field"),
-    ([{"prompt": "ok"}, "", "not json"], ":3: not JSON"),
-    ([["a list"]], ":1: expected a JSON object per line"),
-    ([{"prompt": [{"role": "robot", "content": "hi"}]}], ":1: message 0 has unknown role 'robot'"),
-    ([{"prompt": 5}], ":1: 'prompt' must be a string or a list of messages"),
-    ([{"prompt": "ok", "completion": "a reference"}], ":1: field 'completion' is an output column"),
+    ([{"prompt": "ok"}, {"text": "no prompt"}], ": line 2: no 'prompt' field"),
+    ([{"prompt": "ok"}, "", "not json"], ": line 3: not valid JSON"),
+    ([["a list"]], ": line 1: expected a JSON object per line"),
+    ([{"prompt": [{"role": "robot", "content": "hi"}]}], ": line 1: message 0 has unknown role 'robot'"),
+    ([{"prompt": 5}], ": line 1: 'prompt' must be a string or a list of messages"),
+    ([{"prompt": "ok", "completion": "a reference"}], ": line 1: field 'completion' is an output column"),
     ([{"prompt": "a", "id": 1}, {"prompt": "b", "id": "two"}], "field 'id' has values of different types"),
     ([], "no prompts"),
 ])
@@ -146,7 +146,7 @@ def test_cli_errors_name_the_flag_or_file(tiny, tmp_path, capsys):
     assert f"invalid config {cfg} with command-line overrides" in err and "batch_size: Input should be greater" in err
     assert "sampling.max_new_tokens (from --set sampling.max_new_tokens=0)" in err
     assert main(base) == 2
-    assert f"{prompts}:2: no 'prompt' field" in capsys.readouterr().err
+    assert f"{prompts}: line 2: no 'prompt' field" in capsys.readouterr().err
     assert main([*base[:4], str(tmp_path / "missing.jsonl"), *base[5:]]) == 2
     assert "--data" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
