@@ -220,6 +220,12 @@ def evaluate_mc(model_path: str, task_path: str, shots: int = 0, seed: int = 123
     source, chat_tokenizer = check_model(model_path)
     started = time.perf_counter()
     requests = item_requests(task.items, chat_tokenizer)
+    window = source.config.max_seq_len
+    for item, reqs in zip(task.items, requests):
+        for choice, (_, cont) in enumerate(reqs):
+            if len(cont) > window:
+                raise UserError(f"{task.path}:{item.meta['line']}: choice {choice} is {len(cont)} tokens, longer than "
+                                f"the model's window of {window}; it cannot be scored")
     tables = _request_tables(task.items, requests, BLOCK_BATCHES * batch_tokens)
     scored: dict[int, dict[str, list]] = {}
     for out in map_blocks(tables, MCScorer, (str(source.path), device, batch_tokens), replicas, num_cpus,
@@ -304,7 +310,7 @@ def format_table(results: dict[str, Any]) -> str:
     lines = []
     for task, metrics in results["results"].items():
         names = [k for k in metrics if k != "n" and not k.endswith("_stderr")]
-        header = f"{'task':<28} {'n':>6}" + "".join(f" {m:>16}" for m in names)
+        header = f"{'task':<34} {'n':>6}" + "".join(f" {m:>16}" for m in names)
         if not lines:
             lines.append(header)
         cells = []
@@ -312,5 +318,5 @@ def format_table(results: dict[str, Any]) -> str:
             value, err = metrics[m], metrics.get(f"{m}_stderr")
             text = number(value) + (f" ± {number(err)}" if err is not None else "")
             cells.append(f" {text:>16}")
-        lines.append(f"{task[:28]:<28} {metrics['n']:>6}" + "".join(cells))
+        lines.append(f"{task[:34]:<34} {metrics['n']:>6}" + "".join(cells))
     return "\n".join(lines)

@@ -286,3 +286,10 @@ def test_ray_actors_score_as_the_process_does(tiny, tmp_path, ray_local):
         assert (a["pred"], a["pred_norm"], a["pred_bytes"], a["context"]) == \
             (b["pred"], b["pred_norm"], b["pred_bytes"], b["context"])
     assert local["results"] == remote["results"]
+
+
+def test_a_choice_longer_than_the_window_is_named(tiny, tmp_path):
+    ckpt, _, _ = tiny
+    rows = COPA_LIKE[:1] + [{"query": "q", "choices": ["short", " ".join(["word"] * 80)], "gold": 0}]
+    with pytest.raises(UserError, match=r"long.jsonl:2: choice 1 is \d+ tokens, longer than the model's window of 64"):
+        evaluate_mc(str(ckpt), str(_jsonl(tmp_path / "long.jsonl", rows)))
