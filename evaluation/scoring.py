@@ -108,6 +108,9 @@ def _score_group(model, contexts: list[tuple[int, ...]], continuations: list[lis
     if cont_width > 1:
         feed = cont[:, :-1]
         pos = (positions[owner, -1:] + 1 + torch.arange(cont_width - 1, device=device)).long()
+        # A row's padding after its own (shorter) continuation may run past the window; those
+        # positions feed nothing (causal), but must still index the rotary table.
+        pos = pos.clamp(max=model.rope_cos.shape[0] - 1)
         key_valid = torch.cat([valid[owner], torch.ones(n, cont_width - 1, dtype=torch.bool, device=device)], 1)
         step_causal = torch.ones(cont_width - 1, cont_width - 1, dtype=torch.bool, device=device).tril()
         m = torch.cat([key_valid[:, None, :width].expand(n, cont_width - 1, width), step_causal.expand(n, -1, -1)], 2)

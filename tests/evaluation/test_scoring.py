@@ -71,3 +71,11 @@ def test_rolling_scores_every_token_once(model, stride):
         with torch.no_grad():
             ref = torch.log_softmax(model(torch.tensor([ids[begin:t]])).float()[0, -1], -1)[ids[t]]
         assert lp[t - 1] == pytest.approx(float(ref), abs=1e-4)
+
+
+def test_a_short_continuation_beside_a_long_one_near_the_window(model):
+    """Rows share the continuation width: the padding after a long context's one-token
+    continuation runs past the window and must not index past the rotary table."""
+    requests = [([7] * 46, [1]), ([3] * 10, list(range(1, 31)))]
+    for (c, k), s in zip(requests, loglikelihood(model, requests, batch_tokens=100000)):
+        assert s.logprob == pytest.approx(_naive(model, c, k)[0], abs=1e-4)
