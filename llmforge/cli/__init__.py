@@ -22,7 +22,7 @@ import sys
 
 from llmforge.common.errors import UserError
 
-AREAS = ("data", "train", "align", "generate", "eval", "demo")
+AREAS = ("data", "train", "align", "generate", "eval", "scaling", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

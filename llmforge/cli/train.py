@@ -7,7 +7,7 @@ from pathlib import Path
 from llmforge.cli._args import add_config_args, default_from, existing, from_flags, given, load_with_overrides
 from llmforge.common.errors import UserError
 
-HELP = "pretraining on token shards (DeepSpeed ZeRO under Ray Train)"
+HELP = "pretraining on token shards (DeepSpeed ZeRO under Ray Train); scaling sweeps and data ablations"
 # `train sample`'s own choice, not a repeat: SamplingParams.temperature defaults to 1.0 (the
 # model's raw distribution); a person reading samples from a small model wants a little less.
 SAMPLE_TEMPERATURE = 0.8
@@ -112,3 +112,7 @@ def register(areas: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (" + default_from("training.export:load_model.device") + ")")
     p.add_argument("--tokenizer", help="tokenizer.json (default: the one in the checkpoint)")
     p.set_defaults(func=cmd_sample)
+
+    from llmforge.cli.train_scaling import register_verbs as register_scaling_verbs
+
+    register_scaling_verbs(verbs)  # sweep, ablate
