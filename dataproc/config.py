@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt, create_model, model_validator
 
+from dataproc.corpus.decontaminate import DecontaminateOptions
 from dataproc.corpus.dedup.minhash import MinHashOptions
 from dataproc.corpus.domains import DomainOptions
 from dataproc.documents.registry import DOCUMENT_STAGES, StageRegistry, is_enabled
@@ -23,7 +24,7 @@ from llmforge.common.config import StrictModel
 # Per-document stages: each input file is processed on its own (see `pipeline`).
 STAGE_ORDER = DOCUMENT_STAGES.names()
 # Corpus stages: they see all documents at once (shuffles), after every input is done.
-CORPUS_STAGE_ORDER = ("exact_dedup", "minhash_dedup", "quality_model", "domains")
+CORPUS_STAGE_ORDER = ("exact_dedup", "minhash_dedup", "decontaminate", "quality_model", "domains")
 
 
 class InputConfig(StrictModel):
@@ -114,6 +115,7 @@ def stages_config_model(registry: StageRegistry, name: str = "StagesConfig") -> 
     later = dict(
         exact_dedup=_default(ExactDedupOptions),
         minhash_dedup=_default(MinHashOptions),
+        decontaminate=_default(DecontaminateOptions),
         quality_model=_default(QualityModelOptions),
         domains=_default(DomainOptions),
         tokenize=_default(TokenizeStageOptions),

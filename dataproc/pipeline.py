@@ -46,14 +46,20 @@ RETIRED_KEYS: dict[tuple[str, ...], Any] = {
 }
 
 
+# Corpus sections added since: only their own steps' fingerprints hold their options, so a
+# finished documents/ is reused when one of them is switched on or changed.
+UNHASHED_SECTIONS = ("decontaminate",)
+
+
 def output_fingerprint(cfg: DataJobConfig) -> str:
     """What decides `documents/`: reader and per-document stage options (not paths, not
     execution knobs). The corpus and tokenize sections are in it too, only switched off
     (`per_document`): changing one of their options also refuses an old output directory,
-    though their own outputs carry their own fingerprints. Outputs on disk record this value,
+    though their own outputs carry their own fingerprints (`UNHASHED_SECTIONS` excepted).
+    Outputs on disk record this value,
     so it stays as it is."""
     decisive = {"warc": cfg.input.warc.model_dump(mode="json"),
-                "stages": cfg.stages.per_document().model_dump(mode="json")}
+                "stages": cfg.stages.per_document().model_dump(mode="json", exclude=set(UNHASHED_SECTIONS))}
     for (*parents, key), value in RETIRED_KEYS.items():
         section = decisive
         for name in parents:
@@ -121,6 +127,10 @@ def run_data_job(cfg: DataJobConfig, log=print) -> RunResult:
     # Build every stage once here: a missing blocklist file or an unknown language code
     # fails now, naming its key, instead of inside a Ray actor after start-up.
     DocumentStages(cfg.stages)
+    if cfg.stages.decontaminate.enabled:  # a missing eval file or a row without text, now
+        from dataproc.corpus.decontaminate import build_index
+
+        build_index(cfg.stages.decontaminate)
     ledger = OutputLedger(cfg.output.path)
     ledger.claim(output_fingerprint(cfg))
     todo_keys, done_keys = ledger.prepare(list(keys))

@@ -19,6 +19,8 @@ FORBIDDEN = {
     # shared plumbing: the config base, fs, Ray session, metrics, the shard format
     "llmforge/common": {"dataproc", "training", "alignment", "evaluation", "torch"},
     "llmforge/shard_format.py": {"dataproc", "training", "alignment", "evaluation", "torch", "ray", "tokenizers"},
+    # the n-gram overlap both the decontaminate stage and `eval contamination` use
+    "llmforge/ngram_overlap.py": {"dataproc", "training", "alignment", "evaluation", "torch", "ray", "tokenizers"},
 }
 
 

@@ -1,4 +1,4 @@
-"""The corpus stages: exact dedup -> MinHash near-dedup -> quality model -> domains.
+"""The corpus stages: exact dedup -> MinHash near-dedup -> decontaminate -> quality model -> domains.
 
 They need every document at once (hash shuffles), so they run after all inputs are through
 the per-document stages, reading `documents/` and writing, each step to its own directory:
@@ -8,6 +8,9 @@ the per-document stages, reading `documents/` and writing, each step to its own 
     <output>/duplicates/        id, url, duplicate_of, stage of every removed document (audit;
                                 an exact copy may point at a keeper that MinHash removed later:
                                 follow duplicate_of to the survivor)
+    <output>/corpus/decontaminated/  with decontaminate on: the unique documents + `contaminated_by`
+                                (null = kept, else the eval item `file:row` it shares an n-gram with)
+    <output>/contaminated/      id, url, contaminated_by, contaminated_ngram of every removed one
     <output>/corpus/scored/     with quality.keep_top_fraction only: every survivor scored and
                                 tagged, to take the corpus-wide quantile over (dataproc.corpus.quantile)
     <output>/curated/           kept documents + quality_score, domain, domain_score
@@ -130,10 +133,14 @@ def run_corpus_stages(cfg: DataJobConfig, documents_uri: str, input_fingerprint:
 
         _run_step(_step(root, "duplicates", fp), removed, lambda: {}, log)
 
+    decontaminated = st.decontaminate.enabled
+    if decontaminated:
+        fp, current, n_in = _decontaminate(cfg, current, fp, n_in, unique=bool(dedup_steps), funnel=funnel, log=log)
+
     fp = _chain(fp, "curate", st.quality_model.model_dump(), st.domains.model_dump())
     top_fraction = st.quality_model.keep_top_fraction if st.quality_model.enabled else None
     threshold = st.quality_model.threshold if st.quality_model.enabled else None
-    source, unique = current, bool(dedup_steps)
+    source, unique = current, bool(dedup_steps) or decontaminated
     if top_fraction is not None:
         # The cut is a corpus-wide quantile: score everything once into its own step, take the
         # quantile over that, then cut it like a fixed threshold.
@@ -173,6 +180,37 @@ def run_corpus_stages(cfg: DataJobConfig, documents_uri: str, input_fingerprint:
             "fingerprint": fp}
 
 
+def _decontaminate(cfg: DataJobConfig, source: str, fp: str, n_in: int, *, unique: bool,
+                   funnel: list[dict[str, Any]], log) -> tuple[str, str, int]:
+    """The `decontaminate` step (only when enabled: a run without it keeps its fingerprints):
+    `corpus/decontaminated/` holds the surviving documents of `source` with `contaminated_by`
+    set on the overlapping ones, `contaminated/` lists those. Returns (fingerprint, step uri,
+    documents left)."""
+    from dataproc.corpus.decontaminate import (CONTAMINATED_BY, DROP_REASON, build_index, contaminated_rows,
+                                               eval_files_digest, mark_contaminated)
+
+    options = cfg.stages.decontaminate
+    root = cfg.output.path
+    fp = _chain(fp, "decontaminate", options.model_dump(), eval_files_digest(options))
+    step = _step(root, "corpus/decontaminated", fp)
+
+    def plan():
+        ds = read_documents(source)
+        if unique:  # duplicates are gone for good: fewer documents to scan
+            ds = _unique(ds)
+        return ds.map_batches(mark_contaminated, fn_kwargs={"index": build_index(options)}, batch_format="pyarrow")
+
+    info = _run_step(step, plan, lambda: {"contaminated": _count(
+        step.uri, lambda t: pc.is_valid(t.column(CONTAMINATED_BY)), [CONTAMINATED_BY])}, log)
+    removed = info["contaminated"]
+    _run_step(_step(root, "contaminated", fp),
+              lambda: read_documents(step.uri).map_batches(contaminated_rows, batch_format="pyarrow"),
+              lambda: {}, log)
+    funnel.append({"stage": "decontaminate", "in": n_in, "out": n_in - removed,
+                   "dropped": {DROP_REASON: removed} if removed else {}, "seconds": info.get("seconds", 0.0)})
+    return fp, step.uri, n_in - removed
+
+
 def _score_and_tag(ds, st, unique: bool):
     """Quality scores and domain tags onto the surviving documents (no cut yet)."""
     import ray
@@ -205,11 +243,21 @@ def tag_domains(batch: pa.Table, options_json: str) -> pa.Table:
     return _tagger(options_json)(batch)
 
 
+# Columns that mark a row removed by an earlier corpus step (null = kept), and their companions.
+_REMOVED_BY = ("duplicate_of", "contaminated_by")
+_STEP_COLUMNS = ("duplicate_of", "rank_key", "contaminated_by", "contaminated_ngram")
+
+
 def _keep_unique(t: pa.Table) -> pa.Table:
-    if "duplicate_of" not in t.column_names:  # not deduplicated yet: every row is unique so far
+    """The rows no dedup or decontaminate step removed, without those steps' columns."""
+    marks = [c for c in _REMOVED_BY if c in t.column_names]
+    if not marks:  # not deduplicated yet: every row is unique so far
         return t
-    kept = t.filter(pc.is_null(t.column("duplicate_of")))
-    return kept.drop_columns([c for c in ("duplicate_of", "rank_key") if c in kept.column_names])
+    keep = pc.is_null(t.column(marks[0]))
+    for c in marks[1:]:
+        keep = pc.and_(keep, pc.is_null(t.column(c)))
+    kept = t.filter(keep)
+    return kept.drop_columns([c for c in _STEP_COLUMNS if c in kept.column_names])
 
 
 def _above(t: pa.Table, threshold: float) -> pa.Table:

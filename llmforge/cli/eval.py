@@ -7,7 +7,7 @@ import argparse
 import importlib
 
 HELP = "evaluation: perplexity / bits per byte, multiple choice, contamination, judge win rates, reports"
-VERBS: tuple[str, ...] = ("mc", "ppl", "judge", "report")
+VERBS: tuple[str, ...] = ("mc", "ppl", "contamination", "judge", "report")
 
 
 def register(areas: argparse._SubParsersAction) -> None:
