@@ -6,10 +6,13 @@
 Semantics are lm-evaluation-harness's `loglikelihood`: the sum of log p(continuation token |
 everything before it), and whether greedy decoding would have produced the continuation.
 
-Speed comes from sharing: requests are grouped by context, each distinct context is run once
-(left-padded batches of contexts sorted by length, KV cache) and its continuations are scored
-together against the cached keys and values — a 4-way multiple-choice item costs one context
-forward instead of four. A context + continuation longer than the model's window keeps the
+Speed comes from sharing: requests are grouped by context, and each distinct context becomes
+one row holding the context once and all its continuations after it, each continuation at the
+positions right after the context and attending only to the context and to itself — so a
+4-way multiple-choice item costs one forward over context + choices instead of four over
+context + choice, and the output head (a large share of a small model's work) runs only where
+a continuation token is predicted. Rows are sorted by length and right-padded into batches of
+about `batch_tokens`. A context + continuation longer than the model's window keeps the
 window's last tokens, as the harness does.
 """
 from __future__ import annotations
@@ -20,7 +23,9 @@ from typing import Sequence
 
 import torch
 
-from training.model import LayerCache
+
+
+MAX_PADDING = 0.1  # of a batch's tokens: a shorter row starts the next batch instead
 
 
 @dataclass(frozen=True)
@@ -55,79 +60,104 @@ def loglikelihood(model, requests: Sequence[tuple[Sequence[int], Sequence[int]]]
     by_context: OrderedDict[tuple[int, ...], list[int]] = OrderedDict()
     for i, (ctx, _) in enumerate(fitted):
         by_context.setdefault(tuple(ctx), []).append(i)
+    # One row per context and its continuations, packed after it (a row longer than twice the
+    # window is split, so no row's attention mask grows without bound).
+    rows: list[tuple[tuple[int, ...], list[int]]] = []
+    for ctx, members in by_context.items():
+        limit = max(2 * window, len(ctx) + max(len(fitted[i][1]) for i in members))
+        chunk, length = [], len(ctx)
+        for i in members:
+            n = len(fitted[i][1]) - 1
+            if chunk and length + n > limit:
+                rows.append((ctx, chunk))
+                chunk, length = [], len(ctx)
+            chunk.append(i)
+            length += n
+        rows.append((ctx, chunk))
+    lengths = [len(ctx) + sum(len(fitted[i][1]) - 1 for i in members) for ctx, members in rows]
     # Longest first (as the harness): the first batch shows the peak memory at once.
-    contexts = sorted(by_context, key=lambda c: -(len(c) + max(len(fitted[i][1]) for i in by_context[c])))
+    order = sorted(range(len(rows)), key=lambda r: -lengths[r])
     out: list[Score | None] = [None] * len(requests)
     start = 0
-    while start < len(contexts):
-        longest = len(contexts[start]) + max(len(fitted[i][1]) for i in by_context[contexts[start]])
-        rows, stop = 0, start
-        while stop < len(contexts) and (rows + len(by_context[contexts[stop]])) * longest <= max(batch_tokens, longest * len(by_context[contexts[start]])):
-            rows += len(by_context[contexts[stop]])
+    while start < len(order):
+        # Rows while they fit `batch_tokens` and padding stays under MAX_PADDING of the batch
+        # (lengths fall along the order: each row pads to the first).
+        longest, real, stop = lengths[order[start]], lengths[order[start]], start + 1
+        while (stop < len(order) and (stop - start + 1) * longest <= batch_tokens
+               and real + lengths[order[stop]] >= (1 - MAX_PADDING) * (stop - start + 1) * longest):
+            real += lengths[order[stop]]
             stop += 1
-        group = contexts[start:stop]
-        scores = _score_group(model, group, [[fitted[i][1] for i in by_context[c]] for c in group], pad_id)
-        for ctx, ctx_scores in zip(group, scores):
-            for i, s in zip(by_context[ctx], ctx_scores):
-                out[i] = s
+        batch = [rows[r] for r in order[start:stop]]
+        scores = _score_rows(model, [(ctx, [fitted[i][1] for i in members]) for ctx, members in batch], pad_id)
+        for (_, members), row_scores in zip(batch, scores):
+            for i, sc in zip(members, row_scores):
+                out[i] = sc
         start = stop
     return out  # type: ignore[return-value]
 
 
-def _score_group(model, contexts: list[tuple[int, ...]], continuations: list[list[list[int]]],
-                 pad_id: int) -> list[list[Score]]:
+def _hidden(model, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Final-norm hidden states of `ids` at rotary `positions` under an attention `mask`
+    (batch, 1, seq, seq), True = attend: `training.model.Llama`'s blocks, without its head."""
+    x = model.model.embed_tokens(ids)
+    cos = model.rope_cos[positions].unsqueeze(1).to(x.dtype)
+    sin = model.rope_sin[positions].unsqueeze(1).to(x.dtype)
+    for block in model.model.layers:
+        x = block(x, cos, sin, None, mask)
+    return model.model.norm(x)
+
+
+def _score_rows(model, rows: list[tuple[tuple[int, ...], list[list[int]]]], pad_id: int) -> list[list[Score]]:
+    """One forward for a batch of rows, each a context followed by all its continuations but
+    their last tokens, which are only predicted (right-padded). A continuation's tokens sit at the positions right after the context and
+    attend to the context and to their own earlier tokens only, so each is scored exactly as
+    if it alone followed the context; the context is run once. The head runs only where a
+    continuation token is predicted."""
     device = model.rope_cos.device
-    b, width = len(contexts), max(len(c) for c in contexts)
-    cont_width = max(len(k) for ks in continuations for k in ks)
-    # 1. Contexts, left-padded, into a KV cache (as generation does).
-    ids = torch.full((b, width), pad_id, dtype=torch.long, device=device)
-    valid = torch.zeros(b, width, dtype=torch.bool, device=device)
-    for r, c in enumerate(contexts):
-        ids[r, width - len(c):] = torch.tensor(c, device=device)
-        valid[r, width - len(c):] = True
-    pad = (~valid).sum(1, keepdim=True)
-    positions = (torch.arange(width, device=device).unsqueeze(0) - pad).clamp(min=0)
-    causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
-    mask = causal & (valid[:, None, :] | torch.eye(width, dtype=torch.bool, device=device))
-    cache = model.new_cache(b, width)
-    ctx_logits = model.forward_cached(ids, positions, cache, mask.unsqueeze(1))[:, -1].float()
-    # 2. Every continuation against its context's cache: rows repeated per continuation.
-    owner = torch.tensor([r for r, ks in enumerate(continuations) for _ in ks], device=device)
-    flat = [k for ks in continuations for k in ks]
-    n = len(flat)
-    cont = torch.full((n, cont_width), pad_id, dtype=torch.long, device=device)
-    lengths = torch.tensor([len(k) for k in flat], device=device)
-    for r, k in enumerate(flat):
-        cont[r, :len(k)] = torch.tensor(k, device=device)
-    big = [LayerCache(torch.cat([lc.k[owner], lc.k.new_zeros(n, *lc.k.shape[1:-2], cont_width, lc.k.shape[-1])], 2),
-                      torch.cat([lc.v[owner], lc.v.new_zeros(n, *lc.v.shape[1:-2], cont_width, lc.v.shape[-1])], 2))
-           for lc in cache]
-    for lc in big:
-        lc.length = width
-    first = ctx_logits[owner]  # predicts each continuation's first token
-    if cont_width > 1:
-        feed = cont[:, :-1]
-        pos = (positions[owner, -1:] + 1 + torch.arange(cont_width - 1, device=device)).long()
-        # A row's padding after its own (shorter) continuation may run past the window; those
-        # positions feed nothing (causal), but must still index the rotary table.
-        pos = pos.clamp(max=model.rope_cos.shape[0] - 1)
-        key_valid = torch.cat([valid[owner], torch.ones(n, cont_width - 1, dtype=torch.bool, device=device)], 1)
-        step_causal = torch.ones(cont_width - 1, cont_width - 1, dtype=torch.bool, device=device).tril()
-        m = torch.cat([key_valid[:, None, :width].expand(n, cont_width - 1, width), step_causal.expand(n, -1, -1)], 2)
-        rest = model.forward_cached(feed, pos, big, m.unsqueeze(1)).float()
-        logits = torch.cat([first.unsqueeze(1), rest], 1)
-    else:
-        logits = first.unsqueeze(1)
-    logprobs = torch.log_softmax(logits, -1)
-    chosen = logprobs.gather(-1, cont.unsqueeze(-1)).squeeze(-1)
-    in_cont = torch.arange(cont_width, device=device).unsqueeze(0) < lengths.unsqueeze(1)
-    sums = (chosen * in_cont).sum(1)
-    greedy = ((logits.argmax(-1) == cont) | ~in_cont).all(1)
-    scores = [Score(float(s), bool(g), int(L)) for s, g, L in zip(sums.tolist(), greedy.tolist(), lengths.tolist())]
+    b = len(rows)
+    width = max(len(ctx) + sum(len(k) - 1 for k in conts) for ctx, conts in rows)
+    ids = torch.full((b, width), pad_id, dtype=torch.long)
+    positions = torch.zeros(b, width, dtype=torch.long)
+    segment = torch.full((b, width), -1, dtype=torch.long)  # 0 context, j + 1 continuation j, -1 padding
+    src_row, src_col, targets, owner = [], [], [], []  # per scored token: where it is predicted, what, for whom
+    n = 0
+    for r, (ctx, conts) in enumerate(rows):
+        c = len(ctx)
+        ids[r, :c] = torch.tensor(ctx)
+        positions[r, :c] = torch.arange(c)
+        segment[r, :c] = 0
+        at = c
+        for j, k in enumerate(conts):
+            m = len(k) - 1  # the last token is only predicted, never fed
+            ids[r, at:at + m] = torch.tensor(k[:-1])
+            positions[r, at:at + m] = torch.arange(c, c + m)
+            segment[r, at:at + m] = j + 1
+            src_row.extend([r] * (m + 1))
+            src_col.append(c - 1)
+            src_col.extend(range(at, at + m))
+            targets.extend(k)
+            owner.extend([n] * (m + 1))
+            n += 1
+            at += m
+    seg_q, seg_k = segment[:, :, None], segment[:, None, :]
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    mask = causal & (seg_k >= 0) & ((seg_k == 0) | (seg_k == seg_q))
+    mask |= torch.eye(width, dtype=torch.bool)  # a padding query sees itself (no all-False row)
+    hidden = _hidden(model, ids.to(device), positions.to(device), mask.unsqueeze(1).to(device))
+    picked = hidden[torch.tensor(src_row, device=device), torch.tensor(src_col, device=device)]
+    logits = model.lm_head(picked).float()
+    target = torch.tensor(targets, device=device)
+    token_lp = logits.gather(-1, target[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
+    wrong = (logits.argmax(-1) != target).double()
+    who = torch.tensor(owner, device=device)
+    sums = torch.zeros(n, dtype=torch.float64, device=device).index_add_(0, who, token_lp.double())
+    misses = torch.zeros(n, dtype=torch.float64, device=device).index_add_(0, who, wrong)
+    counts = torch.zeros(n, dtype=torch.long, device=device).index_add_(0, who, torch.ones_like(who))
+    flat = [Score(float(s), m == 0, int(t)) for s, m, t in zip(sums.tolist(), misses.tolist(), counts.tolist())]
     out, i = [], 0
-    for ks in continuations:
-        out.append(scores[i:i + len(ks)])
-        i += len(ks)
+    for _, conts in rows:
+        out.append(flat[i:i + len(conts)])
+        i += len(conts)
     return out
 
 
