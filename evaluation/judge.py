@@ -411,17 +411,13 @@ def read_answers(path: str, flag: str = "--answers") -> list[dict[str, Any]]:
                 raise UserError(f"{flag} {f}: not readable as Parquet ({err})") from None
             raw += [(f"{f} row {i}", r) for i, r in enumerate(rows)]
     else:
+        from llmforge.common.rows import iter_rows
+
         raw = []
-        for number, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{flag} {path}:{number}: not JSON ({err.msg})") from None
+        for _, where, row in iter_rows(p, suffix=".jsonl"):
             if not isinstance(row, dict):
-                raise UserError(f"{flag} {path}:{number}: expected a JSON object per line")
-            raw.append((f"{path}:{number}", row))
+                raise UserError(f"{flag} {where}: expected a JSON object per line")
+            raw.append((where, row))
     out = []
     for where, row in raw:
         prompt_col = next((c for c in PROMPT_COLUMNS if c in row), None)

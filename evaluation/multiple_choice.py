@@ -224,7 +224,7 @@ def evaluate_mc(model_path: str, task_path: str, shots: int = 0, seed: int = 123
     for item, reqs in zip(task.items, requests):
         for choice, (_, cont) in enumerate(reqs):
             if len(cont) > window:
-                raise UserError(f"{task.path}:{item.meta['line']}: choice {choice} is {len(cont)} tokens, longer than "
+                raise UserError(f"{task.path}: line {item.meta['line']}: choice {choice} is {len(cont)} tokens, longer than "
                                 f"the model's window of {window}; it cannot be scored")
     tables = _request_tables(task.items, requests, BLOCK_BATCHES * batch_tokens)
     scored: dict[int, dict[str, list]] = {}

@@ -26,7 +26,6 @@ give the same numbers.
 from __future__ import annotations
 
 import gzip
-import json
 import math
 import re
 import time
@@ -66,21 +65,16 @@ def read_texts(path: str | Path, text_field: str = "text", txt_mode: str = "file
     if txt_mode not in TXT_MODES:
         raise UserError(f"txt_mode {txt_mode!r}: expected one of {', '.join(TXT_MODES)}")
     if name.endswith((".jsonl", ".json", ".ndjson")):
+        from llmforge.common.rows import iter_rows
+
         texts = []
-        with _open_text(p) as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise UserError(f"{path}:{number}: not JSON ({err.msg})") from None
-                if not isinstance(row, dict) or text_field not in row:
-                    raise UserError(f"{path}:{number}: no {text_field!r} field")
-                if not isinstance(row[text_field], str):
-                    raise UserError(f"{path}:{number}: {text_field!r} is {type(row[text_field]).__name__}, not text")
-                if row[text_field].strip():
-                    texts.append(row[text_field])
+        for _, where, row in iter_rows(p, suffix=".jsonl.gz" if p.name.endswith(".gz") else ".jsonl"):
+            if not isinstance(row, dict) or text_field not in row:
+                raise UserError(f"{where}: no {text_field!r} field")
+            if not isinstance(row[text_field], str):
+                raise UserError(f"{where}: {text_field!r} is {type(row[text_field]).__name__}, not text")
+            if row[text_field].strip():
+                texts.append(row[text_field])
         return texts
     if not name.endswith((".txt", ".raw")):
         raise UserError(f"--data {path}: unsupported file type (use .txt, .raw, .jsonl, optionally .gz, or a "

@@ -32,7 +32,6 @@ UserError naming the file and line.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import re
 from dataclasses import dataclass, field
@@ -267,24 +266,19 @@ def detect_format(first: dict[str, Any], where: str) -> str:
 
 def read_jsonl(path: str | Path) -> tuple[list[tuple[int, dict[str, Any]]], str]:
     """(line number, row) for every non-blank line, and the file's sha256."""
+    from llmforge.common.rows import iter_rows
+
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--task {path}: no such file")
-    data = p.read_bytes()
     rows = []
-    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{number}: not JSON ({err.msg})") from None
+    for _, where, row in iter_rows(p, suffix=".jsonl"):
         if not isinstance(row, dict):
-            raise UserError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
-        rows.append((number, row))
+            raise UserError(f"{where}: expected a JSON object per line, got {type(row).__name__}")
+        rows.append((int(where.rsplit(" ", 1)[1]), row))
     if not rows:
         raise UserError(f"--task {path}: no rows")
-    return rows, hashlib.sha256(data).hexdigest()
+    return rows, hashlib.sha256(p.read_bytes()).hexdigest()
 
 
 def load_task(path: str | Path, shots: int = 0, seed: int = 1234, limit: int | None = None) -> Task:
@@ -295,9 +289,9 @@ def load_task(path: str | Path, shots: int = 0, seed: int = 1234, limit: int | N
     if limit is not None and limit <= 0:
         raise UserError(f"--limit {limit}: must be > 0")
     rows, sha = read_jsonl(path)
-    fmt = detect_format(rows[0][1], f"{path}:{rows[0][0]}")
+    fmt = detect_format(rows[0][1], f"{path}: line {rows[0][0]}")
     _, kind, parse = FORMATS[fmt]
-    docs = [parse(_Row(row, f"{path}:{number}")) for number, row in rows]
+    docs = [parse(_Row(row, f"{path}: line {number}")) for number, row in rows]
     n = len(docs) if limit is None else min(limit, len(docs))
     first_n = fmt == "hf/mmlu"
     if first_n:

@@ -36,12 +36,12 @@ def _suffix(path: Path) -> str:
     raise UserError(f"{path}: unknown file type (expected one of {', '.join(SUFFIXES)})")
 
 
-def iter_rows(path: str | os.PathLike) -> Iterator[tuple[int, str, Any]]:
+def iter_rows(path: str | os.PathLike, suffix: str | None = None) -> Iterator[tuple[int, str, Any]]:
     """(0-based row index, where, row) for every row: `where` names the file and the row
     (`line N` in JSONL, blank lines not counted as rows; `row index N` in a JSON list)."""
     from llmforge.common import fs
 
-    suffix = _suffix(Path(str(path)))
+    suffix = suffix or _suffix(Path(str(path)))  # `suffix` reads a file as that type whatever its name
     filesystem, local = fs.resolve(str(path))
     if not fs.exists(filesystem, local):
         raise UserError(f"{path}: no such file")

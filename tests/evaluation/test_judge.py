@@ -293,7 +293,7 @@ def test_answers_files_pair_by_prompt(tmp_path):
     # A prompt only one side answered, a row without an answer: the file and row are named.
     c = tmp_path / "c.jsonl"
     c.write_text(json.dumps({"prompt": "p1", "completion": "x"}) + "\n" + json.dumps({"prompt": "p3"}) + "\n")
-    with pytest.raises(UserError, match=re.escape(f"--answers {c}:2: no completion/output/answer/response")):
+    with pytest.raises(UserError, match=re.escape(f"--answers {c}: line 2: no completion/output/answer/response")):
         read_answers(str(c))
     c.write_text(json.dumps({"prompt": "p1", "completion": "x"}) + "\n")
     with pytest.raises(UserError, match="--answers-a: no answer to prompt 'p2'"):

@@ -181,7 +181,7 @@ def test_winogrande_scores_the_rest_of_the_sentence_after_each_option(name):
 
 @pytest.mark.shared_data
 def test_generation_tasks_are_refused_with_the_reason():
-    with pytest.raises(UserError, match=r"gsm8k.jsonl:1: .*generation"):
+    with pytest.raises(UserError, match=r"gsm8k.jsonl: line 1: .*generation"):
         load_task(shared_data(EVALSETS, "llm_foundry", "gsm8k.jsonl"))
 
 
@@ -234,18 +234,18 @@ def test_mmlu_shots_are_the_first_dev_rows_of_the_same_subject():
 ])
 def test_bad_rows_name_the_file_and_line(tmp_path, bad, message):
     path = _jsonl(tmp_path / "t.jsonl", COPA_LIKE[:2] + [bad])
-    with pytest.raises(UserError, match=f"t.jsonl:3: {message}"):
+    with pytest.raises(UserError, match=f"t.jsonl: line 3: {message}"):
         load_task(path)
 
 
 def test_bad_files_name_the_file(tmp_path):
     wino = {"sentence": "no blank here", "option1": "a", "option2": "b", "answer": "1"}
-    with pytest.raises(UserError, match="w.jsonl:1: sentence has no blank"):
+    with pytest.raises(UserError, match="w.jsonl: line 1: sentence has no blank"):
         load_task(_jsonl(tmp_path / "w.jsonl", [wino]))
-    with pytest.raises(UserError, match="u.jsonl:1: unknown task format"):
+    with pytest.raises(UserError, match="u.jsonl: line 1: unknown task format"):
         load_task(_jsonl(tmp_path / "u.jsonl", [{"prompt": "x"}]))
     (tmp_path / "j.jsonl").write_text(json.dumps(COPA_LIKE[0]) + "\n{not json\n")
-    with pytest.raises(UserError, match="j.jsonl:2: not JSON"):
+    with pytest.raises(UserError, match="j.jsonl: line 2: not valid JSON"):
         load_task(tmp_path / "j.jsonl")
 
 
@@ -291,5 +291,5 @@ def test_ray_actors_score_as_the_process_does(tiny, tmp_path, ray_local):
 def test_a_choice_longer_than_the_window_is_named(tiny, tmp_path):
     ckpt, _, _ = tiny
     rows = COPA_LIKE[:1] + [{"query": "q", "choices": ["short", " ".join(["word"] * 80)], "gold": 0}]
-    with pytest.raises(UserError, match=r"long.jsonl:2: choice 1 is \d+ tokens, longer than the model's window of 64"):
+    with pytest.raises(UserError, match=r"long.jsonl: line 2: choice 1 is \d+ tokens, longer than the model's window of 64"):
         evaluate_mc(str(ckpt), str(_jsonl(tmp_path / "long.jsonl", rows)))

@@ -105,7 +105,7 @@ def test_inputs_and_their_errors(tmp_path, tiny):
     assert count_words("a  b\nc ") == 4  # the harness's re.split(r"\s+"): a trailing space counts
     bad = tmp_path / "b.jsonl"
     bad.write_text('{"text": "fine"}\n{"body": "x"}\n')
-    with pytest.raises(UserError, match="b.jsonl:2: no 'text' field"):
+    with pytest.raises(UserError, match="b.jsonl: line 2: no 'text' field"):
         evaluate_ppl(str(ckpt), str(bad))
     with pytest.raises(UserError, match="unsupported file type"):
         read_texts(tmp_path / "x.csv")
