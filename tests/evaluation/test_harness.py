@@ -18,16 +18,6 @@ pytest.importorskip("lm_eval")
 from tests.conftest import shared_data  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     from tests.support.tiny_checkpoint import tiny_checkpoint

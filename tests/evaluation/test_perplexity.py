@@ -21,17 +21,6 @@ DOCS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """A tiny model runs fastest on one thread (and leaves the other cores to the other tests)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     from tests.support.tiny_checkpoint import tiny_checkpoint
