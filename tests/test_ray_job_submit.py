@@ -140,3 +140,24 @@ def test_align_dpo_as_a_ray_job(ray_head, tmp_path):
     assert results["final"]["step"] == 3 and (out / "reference_logps" / "_SUCCESS").exists()
     assert (out / "loss.png").exists()
     assert _metric_lines(metrics_url, "llmforge_train_accuracy"), "the DPO accuracy gauge never appeared"
+
+
+def test_eval_mc_as_a_ray_job(ray_head, tmp_path):
+    """`llmforge eval mc --replicas 1` submitted as a job: the scoring actor runs on the cluster."""
+    from tests.support.tiny_checkpoint import tiny_checkpoint
+
+    address, env, _ = ray_head
+    model, _, _ = tiny_checkpoint(tmp_path / "model", max_seq_len=128)
+    task = tmp_path / "task.jsonl"
+    task.write_text("".join(json.dumps({"query": f"Question {i}: which?", "choices": ["yes", "no", "maybe"],
+                                        "gold": i % 3}) + "\n" for i in range(12)))
+    out = tmp_path / "mc"
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
+           "--runtime-env-json", json.dumps({"excludes": [".venv", ".venv-peer", "runs", ".git"]}),
+           "--", "llmforge", "eval", "mc", "--model", str(model), "--task", str(task), "--replicas", "1",
+           "--output", str(out)]
+    _submit(cmd, env)
+    results = json.loads((out / "results.json").read_text())
+    (metrics,) = results["results"].values()
+    assert metrics["n"] == 12 and 0.0 <= metrics["acc"] <= 1.0
+    assert (out / "predictions.parquet").exists()
