@@ -26,6 +26,8 @@ def ray_local():
     """A real local Ray (2 CPUs, no dashboard), shared by every test that needs one."""
     import ray
 
+    if ray.is_initialized():  # a job run in this process started its own (init_ray); use ours
+        ray.shutdown()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False

@@ -98,7 +98,7 @@ def test_reward_model_learns_rule_and_exports_as_sequence_classifier(base_model,
     assert mine[0] > mine[1]  # the marker is preferred
 
 
-def test_dpo_raises_heldout_margin_and_caches_reference(base_model, preference_file, tmp_path):
+def test_dpo_raises_heldout_margin_and_caches_reference(ray_local, base_model, preference_file, tmp_path):
     from alignment.job import run_align
 
     run = tmp_path / "dpo"
@@ -154,7 +154,7 @@ def test_lora_dpo_live_reference_is_base_with_adapters_off_and_export_merges(bas
     assert all(torch.allclose(state[k], merged[k]) for k in merged)
 
 
-def test_nonfinite_loss_stops_naming_step_and_keeps_checkpoint(base_model, preference_file, tmp_path):
+def test_nonfinite_loss_stops_naming_step_and_keeps_checkpoint(ray_local, base_model, preference_file, tmp_path):
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
