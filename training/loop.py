@@ -50,11 +50,13 @@ def _init_distributed(device: torch.device) -> tuple[int, int]:
     import deepspeed
     import torch.distributed as dist
 
+    # What a launcher would set: without them DeepSpeed tries MPI discovery (and its engine
+    # asserts LOCAL_RANK even when the process group exists from an earlier run).
+    launcher = [("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")]
     if not dist.is_initialized():
-        # What a launcher would set: without them DeepSpeed tries MPI discovery.
-        for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"),
-                           ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(_free_port()))):
-            os.environ.setdefault(key, value)
+        launcher += [("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(_free_port()))]
+    for key, value in launcher:
+        os.environ.setdefault(key, value)
     deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
