@@ -23,16 +23,20 @@ SFT (--sft-steps of --sft-batch, LLaMA-Factory's alpaca_en_demo, no packing on e
   TRL's own tokenization and truncation (prompt-completion, completion-only loss) are used as
   is; the benchmark checks its ids and loss masks equal llmforge's, row for row.
 
-Reported per run (each in its own subprocess): steady-state pairs/s or tokens/s (steps after
---skip-steps, from llmforge's metrics.jsonl times / a TRL callback at each step end),
-end-to-end seconds from process start to trained-and-saved (imports, tokenization, reference
-pass, DeepSpeed/Trainer set-up included), peak RSS of the training process (ru_maxrss) and the
-peak summed PSS of its whole process tree (llmforge's includes Ray and the reference actor),
-and the first-batch loss of both, which must agree to 1e-4.
+The runs of one comparison (the three DPO runs, then the two SFT runs) are separate processes
+started together that take turns (`Baton`): one works, the others sleep, switching before every
+optimizer step; every run is timed on its own active clock (wall time minus its waiting), so
+all see the machine's background load alike (--sequential runs them one after another).
+Reported per run: steady-state pairs/s or tokens/s (the steps after --skip-steps, from
+llmforge's metrics.jsonl times / a TRL callback at each step end), start-up (process start to
+the first step: imports, tokenization, reference pass, DeepSpeed / Trainer set-up), end-to-end
+(process start to trained and saved), peak RSS of the training process (ru_maxrss), peak memory
+of its whole process tree (llmforge DPO: Ray's processes and the reference actor too), and the
+first-batch loss of both, which must agree to 1e-4.
 
     .venv/bin/python infra/bench/bench_align.py [--steps 20] [--batch 4] [--max-len 512]
         [--sft-steps 20] [--sft-batch 8] [--dim 256] [--layers 4] [--threads 2] [--rounds 1]
-        [--only dpo|sft] [--json PATH] [--work DIR]
+        [--sequential] [--only dpo|sft] [--json PATH] [--work DIR]
 """
 from __future__ import annotations
 
@@ -189,26 +193,76 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _timing(times: list[float], skip: int, t0: float, begin: float | None) -> dict:
-    """Steady state: from the end of step `skip` to the end of the last step; `times` are the
-    wall-clock ends of every step, `begin` when the training loop started."""
-    steps = [b - a for a, b in zip(times[skip - 1:], times[skip:])]
-    return {"steady_s": times[-1] - times[skip - 1], "steady_steps": len(steps), "step_s": steps,
-            "startup_s": (begin if begin is not None else times[0]) - t0}
+class Baton:
+    """Turns between the runs of one comparison, which start together: only the holder works,
+    the others block reading their FIFO (no polling, no wake-ups), so the machine's background
+    load falls on every run alike, step by step. `active()` is wall time minus the time spent
+    waiting: each run is timed as if it had the machine to itself. The parent keeps every FIFO
+    open (a token is never lost) and passes the turn on if a holder dies."""
+
+    def __init__(self, directory: Path, me: str):
+        self.dir, self.me, self.waited, self.holding = directory, me, 0.0, False
+        self.fd = os.open(directory / f"{me}.fifo", os.O_RDWR)
+
+    def active(self) -> float:
+        return time.time() - self.waited
+
+    def acquire(self) -> None:
+        t = time.time()
+        while not self.holding:
+            os.read(self.fd, 1)
+            self.holding = (self.dir / "turn").read_text() == self.me
+        self.waited += time.time() - t
+
+    def release(self, done: bool = False) -> None:
+        if done:
+            (self.dir / f"{self.me}.done").touch()
+        if self.holding:
+            self.holding = False
+            pass_turn(self.dir, self.me)
+
+    def yield_turn(self) -> None:
+        """Let the next run take a turn, then continue."""
+        self.release()
+        self.acquire()
 
 
-class _LoopStart:
-    """A step hook (training.loop) noting when the loop reached its first step."""
+def pass_turn(directory: Path, current: str | None) -> None:
+    """The turn goes to the next run (in order.json, after `current`) that is not done."""
+    order = json.loads((directory / "order.json").read_text())
+    i = order.index(current) if current in order else len(order) - 1
+    live = [n for n in order[i + 1:] + order[:i + 1] if not (directory / f"{n}.done").exists()]
+    tmp = directory / f".turn.{os.getpid()}"
+    tmp.write_text(live[0] if live else "")
+    os.replace(tmp, directory / "turn")
+    if live:
+        fd = os.open(directory / f"{live[0]}.fifo", os.O_RDWR)
+        os.write(fd, b"t")
+        os.close(fd)
 
-    def __init__(self):
-        self.at = None
+
+def _timing(ends: list[float], skip: int, t0: float, first_step: float) -> dict:
+    """Steady state: from the end of step `skip` to the end of the last step (active clock)."""
+    steps = [b - a for a, b in zip(ends[skip - 1:], ends[skip:])]
+    return {"steady_s": ends[-1] - ends[skip - 1], "steady_steps": len(steps), "step_s": steps,
+            "startup_s": first_step - t0}
+
+
+class _StepTurns:
+    """A step hook (training.loop, called before each optimizer step): the start-up ends at the
+    first call; each call gives the other runs a turn and notes the waiting so far."""
+
+    def __init__(self, baton: Baton):
+        self.baton, self.first, self.waited = baton, None, []
 
     def __call__(self, step, rank, run_dir):
-        if self.at is None:
-            self.at = time.time()
+        if self.first is None:
+            self.first = self.baton.active()
+        self.baton.yield_turn()
+        self.waited.append(self.baton.waited)  # constant until the next call: this step's row
 
 
-def _llmforge(args, work: Path, kind: str, name: str) -> dict:
+def _llmforge(args, work: Path, kind: str, name: str, baton: Baton) -> dict:
     from alignment.job import run_align
     from training.trainer import read_metrics
 
@@ -219,42 +273,40 @@ def _llmforge(args, work: Path, kind: str, name: str) -> dict:
         text = " ".join(str(p) for p in parts)
         for key in ("examples:", "reference:"):
             if text.startswith(key):
-                marks[key[:-1]] = time.time()
-        print(f"[{time.time() - args.t0:6.1f} s]", text, file=sys.stderr, flush=True)
+                marks[key[:-1]] = baton.active()
+        print(f"[{baton.active() - args.t0:6.1f} s]", text, file=sys.stderr, flush=True)
 
-    start = _LoopStart()
-    results = run_align(kind, cfg, standalone=True, log=log, step_hooks=[start])
-    e2e = time.time() - args.t0
+    turns = _StepTurns(baton)
+    results = run_align(kind, cfg, standalone=True, log=log, step_hooks=[turns])
+    e2e = baton.active() - args.t0
     rss = _rss_mib()
-    try:
-        import ray
-
-        ray.shutdown()
-    except Exception:
-        pass
     rows = read_metrics(Path(results["output"]) / "metrics.jsonl")
-    out = _timing([r["time"] for r in rows], args.skip_steps, args.t0, start.at)
+    ends = [r["time"] - w for r, w in zip(rows, turns.waited)]  # metrics times on the active clock
+    out = _timing(ends, args.skip_steps, args.t0, turns.first)
     if "reference" in marks:
         out["reference_s"] = marks["reference"] - marks["examples"]
     return {**out, "e2e_s": e2e, "rss_mib": rss, "first_loss": rows[0]["loss"], "last_loss": rows[-1]["loss"],
             "output": results["output"], "threads": cfg.train.threads}
 
 
-def _trl_common(args, work: Path, name: str, plan: list[int], batch: int):
+def _trl_common(args, work: Path, name: str, plan: list[int], batch: int, baton: Baton):
     import torch
     from transformers import TrainerCallback
 
     torch.set_num_threads(args.threads)
-    times: list[float] = []
-    seen = {}
+    ends: list[float] = []
+    seen: dict = {}
 
-    class Clock(TrainerCallback):
-        def on_train_begin(self, *a, **k):
-            seen["threads"] = torch.get_num_threads()
-            seen["begin"] = time.time()
+    class Turns(TrainerCallback):
+        """Start-up ends at the first step; each step begins by giving the other runs a turn."""
+
+        def on_step_begin(self, *a, **k):
+            if "first" not in seen:
+                seen["first"], seen["threads"] = baton.active(), torch.get_num_threads()
+            baton.yield_turn()
 
         def on_step_end(self, *a, **k):
-            times.append(time.time())
+            ends.append(baton.active())
 
     class Replay(torch.utils.data.Sampler):
         """llmforge's sample order (GlobalOrder), so TRL's step k is llmforge's step k."""
@@ -272,10 +324,10 @@ def _trl_common(args, work: Path, name: str, plan: list[int], batch: int):
                   bf16=False, fp16=False, use_cpu=True, gradient_checkpointing=False, logging_steps=1,
                   save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True,
                   dataloader_num_workers=0, seed=0)
-    return Clock(), Replay, times, seen, common
+    return Turns(), Replay, ends, seen, common
 
 
-def _trl_dpo(args, work: Path, name: str, precompute: bool) -> dict:
+def _trl_dpo(args, work: Path, name: str, precompute: bool, baton: Baton) -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -283,8 +335,9 @@ def _trl_dpo(args, work: Path, name: str, precompute: bool) -> dict:
 
     expected = json.loads((work / "expected" / "dpo.json").read_text())
     rows, plan = expected["rows"], expected["order"]
-    clock, Replay, times, seen, common = _trl_common(args, work, name, plan, args.batch)
+    turns, Replay, ends, seen, common = _trl_common(args, work, name, plan, args.batch, baton)
     excluded = [0.0]  # seconds spent on the benchmark's own checks, not TRL's work
+    reference_s = [0.0]
     check: dict = {}
     conversations = Dataset.from_list([
         {"id": r["id"], "prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
@@ -293,7 +346,7 @@ def _trl_dpo(args, work: Path, name: str, precompute: bool) -> dict:
 
     class BenchDPOTrainer(DPOTrainer):
         def _prepare_dataset(self, dataset, processing_class, args_, dataset_name):
-            # TRL's own tokenization of the conversations (its start-up work), compared whole: without
+            # TRL's own tokenization of the conversations (its start-up work), compared whole: with
             # max_length, TRL's keep_start filter would drop the pairs whose prompt fills it.
             limit, args_.max_length = args_.max_length, None
             try:
@@ -326,7 +379,6 @@ def _trl_dpo(args, work: Path, name: str, precompute: bool) -> dict:
             finally:
                 reference_s[0] += time.perf_counter() - t
 
-    reference_s = [0.0]
     tokenizer = AutoTokenizer.from_pretrained(work / "hf_policy")
     model = AutoModelForCausalLM.from_pretrained(work / "hf_policy", dtype=torch.float32)
     ref = AutoModelForCausalLM.from_pretrained(work / "hf_base", dtype=torch.float32)
@@ -334,7 +386,7 @@ def _trl_dpo(args, work: Path, name: str, precompute: bool) -> dict:
                        max_length=args.max_len, precompute_ref_log_probs=precompute,
                        precompute_ref_batch_size=8)
     trainer = BenchDPOTrainer(model=model, ref_model=ref, args=config, train_dataset=conversations,
-                              processing_class=tokenizer, callbacks=[clock])
+                              processing_class=tokenizer, callbacks=[turns])
 
     # The loss of llmforge's first batch at the initial weights, through TRL's own loss.
     t = time.perf_counter()
@@ -347,16 +399,16 @@ def _trl_dpo(args, work: Path, name: str, precompute: bool) -> dict:
 
     trainer.train()
     trainer.save_model(str(work / "runs" / name / "final"))
-    e2e = time.time() - args.t0 - excluded[0]
+    e2e = baton.active() - args.t0 - excluded[0]
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    out = _timing(times, args.skip_steps, args.t0 + excluded[0], seen["begin"])
+    out = _timing(ends, args.skip_steps, args.t0 + excluded[0], seen["first"])
     if precompute:
         out["reference_s"] = reference_s[0]
     return {**out, "e2e_s": e2e, "rss_mib": _rss_mib(), "first_loss": first_loss, "first_logged_loss": losses[0],
             "last_loss": losses[-1], "threads": seen.get("threads"), "check": check}
 
 
-def _trl_sft(args, work: Path, name: str) -> dict:
+def _trl_sft(args, work: Path, name: str, baton: Baton) -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -364,7 +416,7 @@ def _trl_sft(args, work: Path, name: str) -> dict:
 
     expected = json.loads((work / "expected" / "sft.json").read_text())
     rows, plan = expected["rows"], expected["order"]
-    clock, Replay, times, seen, common = _trl_common(args, work, name, plan, args.sft_batch)
+    turns, Replay, ends, seen, common = _trl_common(args, work, name, plan, args.sft_batch, baton)
 
     class BenchSFTTrainer(SFTTrainer):
         def _get_train_sampler(self, train_dataset=None):
@@ -375,7 +427,7 @@ def _trl_sft(args, work: Path, name: str) -> dict:
     model = AutoModelForCausalLM.from_pretrained(work / "hf_base", dtype=torch.float32)
     config = SFTConfig(**common, learning_rate=SFT_LR, max_length=args.sft_max_len, packing=False)
     trainer = BenchSFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                              callbacks=[clock])
+                              callbacks=[turns])
     t = time.perf_counter()
     ds = trainer.train_dataset
     same = sum(ex["id"] == r["id"] and ex["input_ids"] == r["ids"]
@@ -386,34 +438,46 @@ def _trl_sft(args, work: Path, name: str) -> dict:
         raise SystemExit(f"TRL's SFT examples differ from llmforge's: {check}")
     trainer.train()
     trainer.save_model(str(work / "runs" / name / "final"))
-    e2e = time.time() - args.t0 - excluded
+    e2e = baton.active() - args.t0 - excluded
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    out = _timing(times, args.skip_steps, args.t0 + excluded, seen["begin"])
+    out = _timing(ends, args.skip_steps, args.t0 + excluded, seen["first"])
     return {**out, "e2e_s": e2e, "rss_mib": _rss_mib(), "first_loss": losses[0], "last_loss": losses[-1],
             "threads": seen.get("threads"), "check": check}
 
 
 def _child(args) -> None:
-    work = Path(args.work)
-    who, name = args.child.partition("@")[0], args.child
-    if who == "llmforge-dpo":
-        result = _llmforge(args, work, "dpo", name)
-    elif who == "llmforge-sft":
-        result = _llmforge(args, work, "sft", name)
-    elif who in ("trl-dpo", "trl-dpo-pre"):
-        result = _trl_dpo(args, work, name, precompute=who == "trl-dpo-pre")
-    elif who == "trl-sft":
-        result = _trl_sft(args, work, name)
-    else:
-        raise SystemExit(f"unknown child {who}")
-    print("RESULT " + json.dumps(result), flush=True)
+    work, name = Path(args.work), args.child
+    who = name.partition("@")[0]
+    baton = Baton(Path(args.baton), name)
+    baton.acquire()  # before any heavy import: the start-up is timed on the active clock too
+    try:
+        if who in ("llmforge-dpo", "llmforge-sft"):
+            result = _llmforge(args, work, who.split("-")[1], name, baton)
+        elif who in ("trl-dpo", "trl-dpo-pre"):
+            result = _trl_dpo(args, work, name, who == "trl-dpo-pre", baton)
+        elif who == "trl-sft":
+            result = _trl_sft(args, work, name, baton)
+        else:
+            raise SystemExit(f"unknown child {who}")
+        print("RESULT " + json.dumps(result), flush=True)
+    finally:
+        baton.release(done=True)
+    if who.startswith("llmforge"):
+        try:
+            import ray
+
+            ray.shutdown()
+        except Exception:
+            pass
 
 
 # ---------------------------------------------------------------------------------------------
-# Parent: run, measure the process tree, compare
+# Parent: run, measure the process trees, compare
 
-class PeakPss(threading.Thread):
-    """Largest sum of PSS over a process and its descendants, sampled every `interval` s."""
+class PeakMemory(threading.Thread):
+    """Largest memory of a process and its descendants, sampled every `interval` s: the private
+    pages (USS) of every process plus the shared pages of the largest one. Unlike PSS, this
+    does not shrink when other runs map the same libraries at the same time."""
 
     def __init__(self, pid: int, interval: float = 0.5):
         super().__init__(daemon=True)
@@ -424,51 +488,110 @@ class PeakPss(threading.Thread):
 
     def run(self):
         while not self.stop.is_set():
-            total = 0
+            private = shared = 0
             try:
                 procs = [self.proc] + self.proc.children(recursive=True)
             except Exception:
                 break
             for p in procs:
                 try:
-                    total += p.memory_full_info().pss
+                    m = p.memory_full_info()
                 except Exception:  # ended between listing and reading
-                    pass
-            self.peak = max(self.peak, total)
+                    continue
+                private += m.uss
+                shared = max(shared, m.rss - m.uss)
+            self.peak = max(self.peak, private + shared)
             self.stop.wait(self.interval)
 
 
-def _run_child(args, work: Path, child: str) -> dict:
-    keep = {"child", "work", "rounds", "only", "json", "t0"}
-    argv = [sys.executable, __file__, "--child", child, "--work", str(work)] + [
-        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in keep and v is not None]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
-           "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-           "TQDM_DISABLE": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": str(REPO),
-           # A fresh datasets cache per run: TRL's precomputed reference log-probs are cached there.
-           "HF_HOME": str(work / "hf_home" / child),
-           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "llmforge"
-                                                                              / "torch_extensions"))}
-    log = work / "logs" / f"{child}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    argv.append(f"--t0={time.time()!r}")
-    with log.open("w") as out:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=out, text=True, env=env, cwd=REPO)
-        mem = PeakPss(proc.pid)
-        mem.start()
-        stdout, _ = proc.communicate()
-        mem.stop.set()
-        mem.join()
-    out_log = log.read_text()
-    log.write_text(stdout + "\n--- stderr ---\n" + out_log)
+def _child_env(args, work: Path, child: str) -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+            "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+            "TQDM_DISABLE": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": str(REPO),
+            # A fresh datasets cache per run: TRL's precomputed reference log-probs are cached there.
+            "HF_HOME": str(work / "hf_home" / child),
+            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(
+                Path.home() / ".cache" / "llmforge" / "torch_extensions"))}
+
+
+def _run_group(args, work: Path, children: list[str]) -> dict[str, dict]:
+    """Start `children` together, taking turns (or one after another with --sequential)."""
+    keep = {"child", "work", "rounds", "only", "json", "t0", "baton", "sequential"}
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in keep and v is not None]
+    groups = [[c] for c in children] if args.sequential else [children]
+    results = {}
+    for group in groups:
+        baton = work / "baton" / group[0]
+        baton.mkdir(parents=True, exist_ok=True)
+        (baton / "order.json").write_text(json.dumps(group))
+        (baton / "turn").write_text("")
+        fifos = []
+        for child in group:
+            os.mkfifo(baton / f"{child}.fifo")
+            fifos.append(os.open(baton / f"{child}.fifo", os.O_RDWR))  # held open: no token is lost
+        pass_turn(baton, None)
+        running = {}
+        for child in group:
+            log = work / "logs" / f"{child}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            argv = [sys.executable, __file__, "--child", child, "--work", str(work), "--baton", str(baton),
+                    *flags, f"--t0={time.time()!r}"]
+            out = log.open("w")
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=out, text=True,
+                                    env=_child_env(args, work, child), cwd=REPO)
+            mem = PeakMemory(proc.pid)
+            mem.start()
+            reader = threading.Thread(target=lambda p=proc, c=child: running[c].update(stdout=p.stdout.read()),
+                                      daemon=True)
+            running[child] = {"proc": proc, "mem": mem, "log": log, "file": out, "reader": reader}
+            reader.start()
+        while running:
+            for child, r in list(running.items()):
+                if r["proc"].poll() is None:
+                    continue
+                r["reader"].join()
+                r["mem"].stop.set()
+                r["mem"].join()
+                r["file"].close()
+                (baton / f"{child}.done").touch()
+                if (baton / "turn").read_text() == child:  # it died holding the turn
+                    pass_turn(baton, child)
+                del running[child]
+                try:
+                    results[child] = _child_result(child, r)
+                except SystemExit:
+                    _stop(running)
+                    raise
+            time.sleep(0.2)
+        for fd in fifos:
+            os.close(fd)
+    return results
+
+
+def _stop(running: dict) -> None:
+    """Interrupt the runs still going (Python unwinds, Ray shuts down), then kill what is left."""
+    import signal
+
+    for r in running.values():
+        r["proc"].send_signal(signal.SIGINT)
+    for r in running.values():
+        try:
+            r["proc"].wait(30)
+        except subprocess.TimeoutExpired:
+            r["proc"].kill()
+
+
+def _child_result(child: str, r: dict) -> dict:
+    stdout, err = r.get("stdout", ""), r["log"].read_text()
+    r["log"].write_text(stdout + "\n--- stderr ---\n" + err)
     line = [x for x in stdout.splitlines() if x.startswith("RESULT ")]
-    if proc.returncode or not line:
-        raise SystemExit(f"{child} failed (rc {proc.returncode}); log {log}:\n{stdout[-2000:]}\n{out_log[-4000:]}")
+    if r["proc"].returncode or not line:
+        raise SystemExit(f"{child} failed (rc {r['proc'].returncode}); log {r['log']}:\n{stdout[-2000:]}\n{err[-4000:]}")
     result = json.loads(line[-1][7:])
-    result["tree_pss_mib"] = mem.peak / 2**20
-    print(f"  {child}: {result['steady_steps']} steps in {result['steady_s']:.1f} s steady, "
-          f"{result['e2e_s']:.1f} s end-to-end", flush=True)
+    result["tree_mib"] = r["mem"].peak / 2**20
+    print(f"  {child}: {result['steady_steps']} steps in {result['steady_s']:.1f} s steady, start-up "
+          f"{result['startup_s']:.1f} s, end-to-end {result['e2e_s']:.1f} s", flush=True)
     return result
 
 
@@ -496,11 +619,13 @@ def main() -> None:
     ap.add_argument("--perturb", type=float, default=1.0, help="policy = reference + N(0, (perturb x init_std)^2)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-steps", type=int, default=2, help="first steps left out of the steady-state rate")
-    ap.add_argument("--rounds", type=int, default=1, help="alternate the runs this many times; best rate counts")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the comparison; the best rate of each run counts")
+    ap.add_argument("--sequential", action="store_true", help="run one after another instead of taking turns")
     ap.add_argument("--only", choices=("dpo", "sft"))
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--work", help="keep the work files here (default: a temporary directory)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--baton", help=argparse.SUPPRESS)
     ap.add_argument("--t0", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -511,7 +636,14 @@ def main() -> None:
     tmp = None
     if args.work:
         work = Path(args.work).resolve()
+        if work.exists() and any(work.iterdir()):
+            if not (work / ".bench-align").exists():
+                raise SystemExit(f"--work {work} is not empty and not an earlier bench_align directory")
+            import shutil
+
+            shutil.rmtree(work)  # a fresh start: llmforge would resume its runs, TRL reuse caches
         work.mkdir(parents=True, exist_ok=True)
+        (work / ".bench-align").touch()
     else:
         tmp = tempfile.TemporaryDirectory(prefix="bench-align-")
         work = Path(tmp.name)
@@ -526,8 +658,9 @@ def main() -> None:
     best: dict[str, dict] = {}
     for r in range(args.rounds):
         for kind in kinds:
-            for who in children[kind]:
-                res = _run_child(args, work, f"{who}@{r}")
+            results = _run_group(args, work, [f"{who}@{r}" for who in children[kind]])
+            for child, res in results.items():
+                who = child.partition("@")[0]
                 if who.startswith("llmforge"):
                     res["same_examples"] = _same_examples(expected[kind]["directory"], res["output"])
                 res["rate_steps_per_s"] = res["steady_steps"] / res["steady_s"]
@@ -547,10 +680,10 @@ def _report(args, models, data, expected, best, kinds) -> dict:
     print(f"\nmodel: Llama dim {cfg['dim']} x {cfg['n_layers']} layers, {cfg['n_heads']} heads, vocab "
           f"{models['vocab']} ({models['params'] / 1e6:.2f}M params), random init; policy = reference + noise "
           f"(x{args.perturb} init_std); fp32, {args.threads} torch threads each; every run in its own process, "
-          f"best of {args.rounds} round(s)")
+          f"{'one after another' if args.sequential else 'taking turns'}, best of {args.rounds} round(s)")
     report = {"model": {**cfg, "params": models["params"]}, "threads": args.threads, "rounds": args.rounds,
               "data": data, "runs": best}
-    head = (f"{'':<42}{'rate':>10}{'start-up':>10}{'end-to-end':>12}{'peak RSS':>10}{'tree PSS':>10}"
+    head = (f"{'':<42}{'rate':>10}{'start-up':>10}{'end-to-end':>12}{'peak RSS':>10}{'tree mem':>10}"
             f"{'1st loss':>10}{'last loss':>10}")
     if "dpo" in kinds:
         e = expected["dpo"]
@@ -615,15 +748,18 @@ def _report(args, models, data, expected, best, kinds) -> dict:
               f"examples: {best['llmforge-sft']['same_examples']}")
         report["sft"] = {"tokens_per_s": {w: rate(w) for w in ("llmforge-sft", "trl-sft")}, "ratio_vs_trl": ratio,
                          "timed_tokens": tokens, "examples": e["n_train"], "tokenize": trunc}
-    print("start-up = process start to the first training step; end-to-end = process start to trained and "
-          "saved; peak RSS = the training process's ru_maxrss; tree PSS = largest sum of PSS over it and its "
-          "children, sampled every 0.5 s (llmforge DPO: Ray's processes and the reference actor too)")
+    print("start-up = process start to the first training step; end-to-end = to trained and saved (both on the "
+          "run's active clock); peak RSS = the training process's ru_maxrss; tree mem = largest private memory "
+          "(USS) of it and its children plus the shared pages of the largest, sampled every 0.5 s (llmforge DPO: "
+          "Ray's processes and the reference actor too)" + ("" if args.sequential else
+          "; runs took turns step by step, llmforge's idle Ray processes (a few % of a core) kept running during "
+          "the other runs' turns"))
     return report
 
 
 def _row(label: str, rate: float, r: dict) -> None:
     print(f"{label:<42}{rate:>10,.2f}{r['startup_s']:>8.1f} s{r['e2e_s']:>10.1f} s{r['rss_mib']:>6.0f} MiB"
-          f"{r['tree_pss_mib']:>6.0f} MiB{r['first_loss']:>10.5f}{r['last_loss']:>10.5f}")
+          f"{r['tree_mib']:>6.0f} MiB{r['first_loss']:>10.5f}{r['last_loss']:>10.5f}")
 
 
 def _median_ratio(slow: dict, fast: dict) -> float:
