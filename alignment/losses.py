@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 DPO_LOSS_TYPES = ("sigmoid", "robust", "ipo")
 
@@ -65,6 +66,51 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows)
 
 
+# Logits normalised at a time in float32 (positions x vocabulary): bounds the transient copy.
+_CHUNK_ELEMENTS = 1 << 24
+
+
+class _PickedLogprobs(torch.autograd.Function):
+    """``log_softmax(logits[rows, cols])[targets]`` in float32, at the selected positions only.
+
+    What :func:`token_logprobs` computes, without touching the other positions (a prompt or
+    padding row is never normalised) and without one autograd node per batch row: positions
+    go ``chunk`` at a time, a float32 (chunk, V) copy being the only transient in either pass,
+    and the backward writes ``onehot(target) - softmax`` of the selected rows into a single
+    zero tensor shaped like ``logits``.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, rows, cols, targets):
+        n = rows.numel()
+        chunk = max(1, _CHUNK_ELEMENTS // max(1, logits.shape[-1]))
+        out = torch.empty(n, dtype=torch.float32, device=logits.device)
+        lse = torch.empty_like(out)
+        for s in range(0, n, chunk):
+            e = s + chunk
+            x = logits[rows[s:e], cols[s:e]].float()
+            lse[s:e] = torch.logsumexp(x, dim=-1)
+            out[s:e] = x.gather(-1, targets[s:e, None]).squeeze(-1) - lse[s:e]
+        ctx.save_for_backward(logits, rows, cols, targets, lse)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        logits, rows, cols, targets, lse = ctx.saved_tensors
+        grad_logits = torch.zeros_like(logits)
+        grad = grad.float()
+        for s in range(0, rows.numel(), ctx.chunk):
+            e = s + ctx.chunk
+            g = grad[s:e, None]
+            # d(x[t] - logsumexp(x))/dx = onehot(t) - softmax(x)
+            d = torch.exp(logits[rows[s:e], cols[s:e]].float() - lse[s:e, None]).mul_(-g)
+            d.scatter_add_(-1, targets[s:e, None], g)
+            grad_logits[rows[s:e], cols[s:e]] = d.to(grad_logits.dtype)
+        return grad_logits, None, None, None
+
+
 def sequence_logprobs(
     logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,8 +126,11 @@ def sequence_logprobs(
 
     The shift: token ids[:, t] (t >= 1) is predicted by logits[:, t - 1], so
     this scores ``token_logprobs(logits[:, :-1], ids[:, 1:])`` where
-    ``mask[:, 1:]`` is 1. ``logits[:, -1]`` (the prediction after the last
-    token) and ``mask[:, 0]`` (the first token has no prediction) are unused.
+    ``mask[:, 1:]`` is 1 (the same values, computed at those positions only:
+    prompt and padding rows of the logits are never normalised, so a -inf
+    there cannot turn into NaN, and their gradient is zero). ``logits[:, -1]``
+    (the prediction after the last token) and ``mask[:, 0]`` (the first token
+    has no prediction) are unused.
     This is what TRL 1.16's DPOTrainer does: it builds
     ``labels = input_ids.masked_fill(completion_mask == 0, -100)``, its fused
     LM head scores ``labels[:, 1:]`` from hidden states ``[:, :-1]``
@@ -98,10 +147,10 @@ def sequence_logprobs(
             f"{tuple(ids.shape)}, {tuple(mask.shape)}"
         )
     scored = mask[:, 1:].bool()
-    per_token = token_logprobs(logits[:, :-1], ids[:, 1:])
-    # where (not multiply) so a -inf log-prob on an unscored (e.g. padding) token cannot turn into NaN.
-    logp_sum = torch.where(scored, per_token, per_token.new_zeros(())).sum(dim=1)
-    return logp_sum, scored.sum(dim=1)
+    rows, cols = scored.nonzero(as_tuple=True)
+    picked = _PickedLogprobs.apply(logits, rows, cols, ids[rows, cols + 1].long())
+    per_token = picked.new_zeros(scored.shape).index_put((rows, cols), picked)
+    return per_token.sum(dim=1), scored.sum(dim=1)
 
 
 # ---------------------------------------------------------------------------

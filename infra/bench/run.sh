@@ -5,10 +5,11 @@
 #   bash infra/bench/run.sh tokenize ARGS    BatchTokenizer vs tokenizers' encode_batch
 #   bash infra/bench/run.sh train ARGS       DeepSpeed ZeRO loop vs plain PyTorch
 #   bash infra/bench/run.sh eval ARGS        llmforge eval mc vs lm-evaluation-harness (hf), items/s
+#   bash infra/bench/run.sh align ARGS       align dpo|sft vs TRL's DPOTrainer / SFTTrainer
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 which=data
-case "${1:-}" in data|minhash|tokenize|train|eval) which=$1; shift ;; esac
+case "${1:-}" in data|minhash|tokenize|train|eval|align) which=$1; shift ;; esac
 EXTRAS=test,bench bash infra/setup.sh >/dev/null
 if [ "$which" = data ]; then
   bash infra/bench/setup_peer.sh

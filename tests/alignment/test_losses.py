@@ -96,6 +96,32 @@ def test_sequence_logprobs_shift_and_mask_by_hand():
     assert torch.isfinite(total).all() and total.tolist() == approx(expected)
 
 
+@pytest.mark.parametrize("chunk_elements", [1 << 24, 7])  # one chunk; several (7 // V = 1 position each)
+def test_sequence_logprobs_value_and_gradient_match_the_full_log_softmax(monkeypatch, chunk_elements):
+    """Only the scored positions are normalised, in chunks, with a hand-written backward: the
+    sums and the gradient equal those of log_softmax over every position, masked."""
+    import alignment.losses as losses
+
+    monkeypatch.setattr(losses, "_CHUNK_ELEMENTS", chunk_elements)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 5, (3, 6), generator=g)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0]])
+    logits = torch.randn(3, 6, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    full = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    expected = torch.where(mask[:, 1:].bool(), full, full.new_zeros(())).sum(1)
+    weights = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
+    (expected_grad,) = torch.autograd.grad((expected * weights).sum(), logits)
+    total, count = sequence_logprobs(logits, ids, mask)
+    (grad,) = torch.autograd.grad((total * weights).sum(), logits)
+    torch.testing.assert_close(total.double(), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-6)
+    assert count.tolist() == [3, 5, 0] and total[2].item() == 0.0
+    # bf16 logits: computed in fp32, the gradient comes back in bf16.
+    half = logits.detach().to(torch.bfloat16).requires_grad_()
+    sequence_logprobs(half, ids, mask)[0].sum().backward()
+    assert half.grad.dtype == torch.bfloat16 and half.grad[:, -1].abs().sum() == 0
+
+
 def test_sequence_logprobs_rejects_misaligned_shapes():
     logits, ids, mask, _ = _seq_case()
     with pytest.raises(ValueError):
