@@ -511,8 +511,25 @@ def _child_env(args, work: Path, child: str) -> dict:
             "TQDM_DISABLE": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "PYTHONPATH": str(REPO),
             # A fresh datasets cache per run: TRL's precomputed reference log-probs are cached there.
             "HF_HOME": str(work / "hf_home" / child),
-            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(
-                Path.home() / ".cache" / "llmforge" / "torch_extensions"))}
+            "TORCH_EXTENSIONS_DIR": _extensions_dir()}
+
+
+def _extensions_dir() -> str:
+    """Where DeepSpeed's JIT-built CPU ops are cached: the benchmark's own directory unless set.
+    (A cache shared with other checkouts is rebuilt whenever another venv built it last.)"""
+    return os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "llmforge" / "bench_torch_extensions"))
+
+
+def _warm_extensions(args, work: Path) -> float:
+    """Build (once per venv) or load DeepSpeed's CPU comm op, as `align`'s first step would:
+    a one-time install cost, not part of any run's start-up. Returns the seconds it took."""
+    t = time.perf_counter()
+    code = ("import torch; from training.loop import _init_distributed; _init_distributed(torch.device('cpu'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         env=_child_env(args, work, "warm-up"))
+    if out.returncode:
+        raise SystemExit(f"DeepSpeed warm-up failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    return time.perf_counter() - t
 
 
 def _run_group(args, work: Path, children: list[str]) -> dict[str, dict]:
@@ -652,7 +669,9 @@ def main() -> None:
     data = _data(work)
     kinds = [k for k in ("dpo", "sft") if args.only in (None, k)]
     expected = {k: _expected(k, args, work, models["tokenizer"]) for k in kinds}
-    print(f"setup {time.perf_counter() - t:.0f} s in {work}", flush=True)
+    warm = _warm_extensions(args, work)
+    print(f"setup {time.perf_counter() - t:.0f} s in {work} (DeepSpeed's CPU comm op loaded or JIT-built in "
+          f"{warm:.0f} s, cached in {_extensions_dir()})", flush=True)
 
     children = {"dpo": ["llmforge-dpo", "trl-dpo", "trl-dpo-pre"], "sft": ["llmforge-sft", "trl-sft"]}
     best: dict[str, dict] = {}
@@ -683,8 +702,10 @@ def _report(args, models, data, expected, best, kinds) -> dict:
           f"{'one after another' if args.sequential else 'taking turns'}, best of {args.rounds} round(s)")
     report = {"model": {**cfg, "params": models["params"]}, "threads": args.threads, "rounds": args.rounds,
               "data": data, "runs": best}
-    head = (f"{'':<42}{'rate':>10}{'start-up':>10}{'end-to-end':>12}{'peak RSS':>10}{'tree mem':>10}"
-            f"{'1st loss':>10}{'last loss':>10}")
+    def head(rate: str) -> str:
+        return (f"{'':<42}{rate:>10}{'start-up':>10}{'end-to-end':>12}{'peak RSS':>10}{'tree mem':>10}"
+                f"{'1st loss':>10}{'last loss':>10}")
+
     if "dpo" in kinds:
         e = expected["dpo"]
         trunc = e["record"]["tokenize"]
@@ -693,7 +714,7 @@ def _report(args, models, data, expected, best, kinds) -> dict:
               f"tokens by llmforge's rule, {trunc['dropped_too_long'] + trunc['dropped_identical_after_truncation']} "
               f"dropped), {args.batch} pairs/step, {args.steps} steps, steady = steps {args.skip_steps + 1}-"
               f"{args.steps}, beta {args.beta}, lr {DPO_LR} constant")
-        print(head.replace("rate", "pairs/s"))
+        print(head("pairs/s"))
         rows = (("llmforge-dpo", "llmforge align dpo (cached ref, ZeRO-2)"),
                 ("trl-dpo", "TRL DPOTrainer (ref forward every step)"),
                 ("trl-dpo-pre", "TRL DPOTrainer precompute_ref_log_probs"))
@@ -736,7 +757,7 @@ def _report(args, models, data, expected, best, kinds) -> dict:
               f"{args.sft_max_len} tokens, {trunc['dropped_no_reply_tokens']} dropped), {args.sft_batch} per step, "
               f"{args.sft_steps} steps, no packing, completion-only loss, lr {SFT_LR} constant; tokens/s counts "
               f"real (unpadded) tokens")
-        print(head.replace("rate", "tokens/s"))
+        print(head("tokens/s"))
         for who, label in (("llmforge-sft", "llmforge align sft (ZeRO-2)"), ("trl-sft", "TRL SFTTrainer")):
             _row(label, rate(who), best[who])
         ratio = rate("llmforge-sft") / rate("trl-sft")
