@@ -87,7 +87,7 @@ def compute_reference_logps(run_dir: Path, reference_path: str, reference_hash: 
     for split in ("train", "val"):
         t = pq.read_table(run_dir / EXAMPLES_DIR / f"{split}.parquet",
                           columns=["id", "chosen_ids", "chosen_mask", "rejected_ids", "rejected_mask"])
-        tables.append(t.append_column("split", pa.array([split] * t.num_rows)))
+        tables.append(t.append_column("split", pa.array([split] * t.num_rows, pa.string())))  # typed: a split may be empty
     table = pa.concat_tables(tables)
     lengths = [max(len(c), len(r)) for c, r in zip(table.column("chosen_ids").to_pylist(),
                                                   table.column("rejected_ids").to_pylist())]
