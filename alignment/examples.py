@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from llmforge.common.errors import UserError
-from llmforge.common.resume import ConflictError, Step, digest, fingerprint
+from llmforge.common.resume import ConflictError, Step, file_digest, fingerprint
 from training.chat import ChatTokenizer
 
 EXAMPLES_DIR = "examples"
@@ -38,11 +38,6 @@ class Prepared:
     @property
     def n_train(self) -> int:
         return self.record["examples"]["train"]
-
-
-def _file_digest(path: str) -> str:
-    with open(path, "rb") as f:
-        return digest(iter(lambda: f.read(1 << 22), b""), 16)
 
 
 def _truncate_sft(ids: list[int], mask: list[int], max_len: int) -> tuple[list[int], list[int]]:
@@ -126,9 +121,9 @@ def prepare_examples(kind: str, cfg, chat: ChatTokenizer, tokenizer_path: Path, 
 
     from alignment.formats import read_preferences, read_sft, split_holdout
 
-    options = {"kind": kind, "data_sha": _file_digest(cfg.data.path), "format": cfg.data.format,
+    options = {"kind": kind, "data_sha": file_digest(cfg.data.path), "format": cfg.data.format,
                "val_fraction": cfg.data.val_fraction, "max_len": max_len, "truncation": cfg.data.truncation,
-               "tokenizer_sha": digest(tokenizer_path.read_bytes(), 16),
+               "tokenizer_sha": file_digest(tokenizer_path),
                "packing": getattr(cfg, "packing", False), "mask_boundaries": getattr(cfg, "mask_boundaries", True)}
     directory = out / EXAMPLES_DIR
     step = Step(str(directory), fingerprint=fingerprint(options))

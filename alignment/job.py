@@ -43,16 +43,16 @@ def output_dir(cfg) -> Path:
 def _tokenizer(cfg, source) -> Path:
     """The policy's tokenizer; a different one given in data.tokenizer is refused (the ids would
     mean other strings to the model)."""
-    from llmforge.common.resume import digest
+    from llmforge.common.resume import file_digest
 
     own = source.tokenizer_path
     if cfg.data.tokenizer:
         given = Path(cfg.data.tokenizer)
         if not given.exists():
             raise ConfigError(f"data.tokenizer {given}: no such file")
-        if own is not None and digest(own.read_bytes(), 16) != digest(given.read_bytes(), 16):
-            raise ConfigError(f"data.tokenizer {given} (sha256 {digest(given.read_bytes(), 16)}) is not the tokenizer of "
-                              f"--model {cfg.model} (sha256 {digest(own.read_bytes(), 16)})")
+        if own is not None and file_digest(own) != file_digest(given):
+            raise ConfigError(f"data.tokenizer {given} (sha256 {file_digest(given)}) is not the tokenizer of "
+                              f"--model {cfg.model} (sha256 {file_digest(own)})")
         return given
     if own is None:
         raise ConfigError(f"--model {cfg.model} has no tokenizer.json next to its weights; set data.tokenizer")
@@ -61,15 +61,15 @@ def _tokenizer(cfg, source) -> Path:
 
 def _check_reference(cfg, policy, tokenizer: Path):
     """The reference (DPO) as a ModelSource: same tokenizer and vocabulary as the policy."""
-    from llmforge.common.resume import digest
+    from llmforge.common.resume import file_digest
     from training.sources import resolve_model
 
     ref = resolve_model(cfg.reference) if cfg.reference else policy
     if ref.kind != "causal_lm":
         raise ConfigError(f"reference {ref.path} is a {ref.kind} model; DPO's reference is a causal LM")
     if ref is not policy:
-        mine = digest(tokenizer.read_bytes(), 16)
-        theirs = digest(ref.tokenizer_path.read_bytes(), 16) if ref.tokenizer_path else None
+        mine = file_digest(tokenizer)
+        theirs = file_digest(ref.tokenizer_path) if ref.tokenizer_path else None
         if theirs != mine:
             raise ConfigError(f"reference {ref.path} has tokenizer sha256 {theirs}, the policy's is {mine}: "
                               f"log-probs of other token ids cannot be compared")

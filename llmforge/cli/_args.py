@@ -37,6 +37,14 @@ def add_config_args(p: argparse.ArgumentParser, config_help: str, set_example: s
                    help=f"override a config key (YAML value; repeatable), e.g. --set {set_example}")
 
 
+MODEL_HELP = "an llmforge checkpoint, run directory (its latest checkpoint) or Hugging Face directory, with tokenizer.json"
+
+
+def add_model_arg(p: argparse.ArgumentParser) -> None:
+    """`--model PATH` of the verbs that run a model (generate, eval ...)."""
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+
+
 def load_with_overrides(model, args: argparse.Namespace, flags: list[tuple[str, Any, str]] = ()):
     """`model` from `args.config` (None: the model's defaults), then each `--set`, then `flags`
     ((key, value, label) of the verb's own flags, e.g. ("output.path", "out/", "--output out/")).

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from llmforge.cli._args import default_from, existing, given
+from llmforge.cli._args import add_model_arg, default_from, existing, given
 
 HELP = "multiple choice by log-likelihood: acc, acc_norm (by characters), acc_bytes, with standard errors"
 FN = "evaluation.multiple_choice:evaluate_mc"
@@ -45,8 +45,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
                          "HF schema (ARC, HellaSwag, PIQA, WinoGrande, OpenBookQA, MMLU) or llm-foundry ICL "
                          "(query/choices/gold, context_options/continuation/gold, LAMBADA context/continuation). "
                          "Writes OUTPUT/predictions.parquet (one row per item) and OUTPUT/results.json.")
-    p.add_argument("--model", required=True, help="an llmforge checkpoint, run directory (its latest checkpoint) "
-                   "or Hugging Face directory, with tokenizer.json")
+    add_model_arg(p)
     p.add_argument("--task", required=True, help="the task file (JSONL)")
     p.add_argument("--output", required=True, help="output directory")
     p.add_argument("--shots", type=int, help="few-shot examples per item (" + default_from(f"{FN}.shots") + ")")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from llmforge.cli._args import default_from, existing, given
+from llmforge.cli._args import add_model_arg, default_from, existing, given
 from llmforge.cli.eval_mc import add_replica_args, replica_options
 
 HELP = "perplexity and bits per byte (rolling windows: every token scored once) on text, JSONL or token shards"
@@ -28,8 +28,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("ppl", help=HELP, description=HELP + ". Each document follows <|endoftext|>, so its first "
                          "token is scored too. Writes OUTPUT/documents.parquet (one row per document) and "
                          "OUTPUT/results.json (bits_per_byte, byte/word/token perplexity).")
-    p.add_argument("--model", required=True, help="an llmforge checkpoint, run directory (its latest checkpoint) "
-                   "or Hugging Face directory, with tokenizer.json")
+    add_model_arg(p)
     p.add_argument("--data", required=True, help=".txt/.raw (one document; see --txt-mode), .jsonl (a text field "
                    "per line), optionally .gz, or a token-shard directory (manifest.json)")
     p.add_argument("--output", required=True, help="output directory")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from llmforge.cli._args import add_config_args, default_from, existing, load_with_overrides
+from llmforge.cli._args import add_config_args, add_model_arg, default_from, existing, load_with_overrides
 
 HELP = "complete every prompt of a JSONL file with a model (Ray Data actors, KV-cache decoding)"
 OPTIONS = "training.batch_generate:GenerateOptions"
@@ -44,8 +44,7 @@ def register(areas: argparse._SubParsersAction) -> None:
                          "(one user turn in the chat template) or a list of {role, content} messages; other "
                          "fields are carried to the output. Writes OUTPUT/generations/*.parquet and "
                          "OUTPUT/results.json; a rerun with the same model, prompts and options reuses them.")
-    p.add_argument("--model", required=True, help="an llmforge checkpoint, run directory (its latest checkpoint) "
-                   "or Hugging Face directory, with tokenizer.json")
+    add_model_arg(p)
     p.add_argument("--data", required=True, help="prompts, one JSON object per line")
     p.add_argument("--output", required=True, help="output directory")
     for flag, (_, type_, helptext) in FLAGS.items():

@@ -32,6 +32,7 @@ Plumbing: imports none of llmforge's packages (training and alignment runs use i
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 from typing import Any, Iterable
 
@@ -47,6 +48,12 @@ def digest(data: bytes | str | Iterable[bytes | str], digits: int | None = None)
         h.update(chunk.encode() if isinstance(chunk, str) else chunk)
     hexdigest = h.hexdigest()
     return hexdigest if digits is None else hexdigest[:digits]
+
+
+def file_digest(path: str | os.PathLike, digits: int | None = 16) -> str:
+    """`digest` of a local file's bytes, read in chunks (data files can be large)."""
+    with open(path, "rb") as f:
+        return digest(iter(lambda: f.read(1 << 22), b""), digits)
 
 
 def canonical_json(value: Any, *, compact: bool = False) -> bytes:

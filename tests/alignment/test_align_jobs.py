@@ -211,5 +211,10 @@ def test_sft_from_a_hugging_face_directory_packed_on_any_zero_stage(base_model, 
     # The run directory is what `train export` / `generate` take; the export loads in HF.
     from transformers import AutoModelForCausalLM
 
-    out = export_hf(run / sorted(p.name for p in run.glob("checkpoint_*"))[-1], tmp_path / "sft_hf")
-    assert AutoModelForCausalLM.from_pretrained(out) is not None
+    ckpt = run / sorted(p.name for p in run.glob("checkpoint_*"))[-1]
+    out = export_hf(ckpt, tmp_path / "sft_hf")
+    ids = torch.tensor([[0, 5, 17, 300, 42, 7]])
+    with torch.no_grad():
+        ours = resolve_model(run).build()(ids)
+        theirs = AutoModelForCausalLM.from_pretrained(out).eval()(ids).logits
+    assert torch.allclose(ours, theirs, atol=1e-4)
