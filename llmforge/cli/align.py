@@ -7,7 +7,7 @@ from pathlib import Path
 
 from llmforge.cli._args import existing, key_value, load_with_overrides
 
-HELP = "post-training: supervised fine-tuning, reward model, DPO"
+HELP = "post-training: SFT, reward model, DPO, PPO, GRPO; synthetic instructions and AI-feedback labels"
 
 VERBS = {
     "sft": "supervised fine-tuning on Alpaca / chat-messages / ShareGPT data (loss on assistant tokens)",
@@ -50,3 +50,8 @@ def register(areas: argparse._SubParsersAction) -> None:
                        help="override a config key (YAML value; repeatable), e.g. --set lora.enabled=true")
         p.add_argument("--standalone", action="store_true", help="one process, no Ray Train (debugging, one GPU box)")
         p.set_defaults(func=cmd_align)
+    # Verbs with other flags: online RL (ppo, grpo) and the synthetic-data makers.
+    from llmforge.cli import align_rl, align_synth
+
+    align_rl.register_verbs(verbs)
+    align_synth.register_verbs(verbs)
