@@ -13,6 +13,10 @@ to say please.
 `sft_task`: ``"Repeat: w1 ... wk"`` -> ``"w1 ... wk"`` (or ``"Reverse: ..."`` -> the words in
 reverse order with `reverse=True`).
 
+`arithmetic_task`: prompt rows ``{"id", "prompt": "What is 23 + 45?", "answer": "68"}`` for
+online RL with the `math` reward (a verifiable answer), and `arithmetic_sft` the same problems
+as conversations answering ``"#### 68"`` (GSM8K's final-answer marker): an SFT warm start.
+
 Everything is a pure function of (n, seed). `write_jsonl` (from `alignment.formats`) writes
 either kind so that `read_sft` / `read_preferences` read the same records back.
 """
@@ -22,7 +26,8 @@ import random
 
 from alignment.formats import Conversation, PreferencePair, write_jsonl
 
-__all__ = ["MARKER", "NEUTRAL", "WORDS", "preference_task", "sft_task", "write_jsonl"]
+__all__ = ["MARKER", "NEUTRAL", "WORDS", "arithmetic_sft", "arithmetic_task", "preference_task", "sft_task",
+           "write_jsonl"]
 
 MARKER = "please"
 # Same length as MARKER, same part of speech, never in WORDS.
@@ -71,3 +76,19 @@ def sft_task(n: int, seed: int = 0, reverse: bool = False) -> list[Conversation]
             {"role": "assistant", "content": " ".join(answer)},
         ]))
     return out
+
+
+def arithmetic_task(n: int, seed: int = 0, low: int = 10, high: int = 99) -> list[dict]:
+    """`n` sum problems a + b with a, b drawn from [low, high]: prompt rows with the answer."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        a, b = rng.randint(low, high), rng.randint(low, high)
+        rows.append({"id": f"arith-{seed}:{i}", "prompt": f"What is {a} + {b}?", "answer": str(a + b)})
+    return rows
+
+
+def arithmetic_sft(rows: list[dict]) -> list[Conversation]:
+    """The problems of `arithmetic_task` answered in the `math` reward's format."""
+    return [Conversation(r["id"], [{"role": "user", "content": r["prompt"]},
+                                   {"role": "assistant", "content": f"#### {r['answer']}"}]) for r in rows]

@@ -288,15 +288,18 @@ class Llama(_Transformer):
 
 class RewardModel(_Transformer):
     """Hugging Face's `LlamaForSequenceClassification` with one label: the trunk and a scalar
-    `score` head read at each row's last real token. `forward(ids, lengths) -> (batch,)`."""
+    `score` head read at each row's last real token. `forward(ids, lengths) -> (batch,)`;
+    `forward(ids)` -> (batch, seq) the head at every position (PPO's critic: a value per state)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.score = nn.Linear(cfg.dim, 1, bias=False)
         self._init_weights()
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         values = self.score(self.hidden(ids)).squeeze(-1)
+        if lengths is None:
+            return values
         return values.gather(1, (lengths - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
 
 
