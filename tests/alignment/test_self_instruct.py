@@ -318,3 +318,14 @@ def test_a_real_tiny_model_end_to_end_in_process(tiny_long, seed_file, tmp_path,
     # No seed tasks named anywhere.
     assert main(["align", "self-instruct", "--model", str(long_model), "--output", str(tmp_path / "x")]) == 2
     assert "--seed-tasks" in capsys.readouterr().err
+
+
+def test_the_help_states_the_defaults_that_apply():
+    from evaluation.ai_feedback import LabelConfig
+    from llmforge.cli.align_synth import LABEL_FLAGS, SELF_INSTRUCT_FLAGS
+
+    for flags, cfg in ((SELF_INSTRUCT_FLAGS, SelfInstructConfig()), (LABEL_FLAGS, LabelConfig())):
+        sampling = cfg.generation.sampling
+        assert f"(default: {sampling.temperature})" in flags["--temperature"][2]
+        assert f"(default: {sampling.max_new_tokens})" in flags["--max-new-tokens"][2]
+        assert f"(default: {cfg.generation.device})" in flags["--device"][2]
