@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["data", "run", "--help"], ["demo", "--help"], ["generate", "--help"],
-                                  ["align", "dpo", "--help"], ["eval", "mc", "--help"], ["eval", "ppl", "--help"],
+                                  ["align", "dpo", "--help"], ["align", "self-instruct", "--help"],
+                                  ["align", "label", "--help"], ["eval", "mc", "--help"], ["eval", "ppl", "--help"],
                                   ["eval", "judge", "--help"], ["eval", "report", "--help"],
                                   ["train", "sweep", "--help"], ["train", "ablate", "--help"], ["scaling", "fit", "--help"]])
 def test_help_imports_neither_torch_nor_ray(argv):

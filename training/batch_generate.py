@@ -6,6 +6,7 @@ One component for evaluation, RL rollouts and synthetic data:
     Generator(model_path, options)                              Ray Data `map_batches` callable
     generate_dataset(model_path, ds, options)                   ds -> ds with the output columns
     run_generate(model_path, prompts_path, output_dir, options) JSONL file -> parquet + results.json
+    text_generator(model_path, options, use_ray)                (prompts, keys) -> rows, model loaded once
 
 A prompt is a plain string (one user turn in the chat template, after `options.system` if set)
 or a message list ({role, content}); with `chat_template=False` a string continued as plain
@@ -229,6 +230,43 @@ def preserve_order() -> Iterator[None]:
         yield
     finally:
         ctx.execution_options.preserve_order = before
+
+
+def text_generator(model_path: str, options: GenerateOptions, use_ray: bool = False):
+    """A function `(prompts, keys) -> rows` (as `generate_texts`) for callers that generate in
+    rounds, each depending on the last (self-instruct): the model loads once, in this process
+    or, with `use_ray`, in `options.concurrency` long-lived `Generator` actors (each round's
+    prompts split among them) placed with `options.num_cpus` / `gpus_per_actor`. Rows are the
+    same either way (a row's tokens depend only on its prompt and key)."""
+    if not use_ray:
+        from training.sources import load_for_inference
+
+        model, tokenizer = load_for_inference(model_path, options.device)
+
+        def local(prompts: Sequence[Any], keys: Sequence[Any]) -> list[dict[str, Any]]:
+            return generate_texts(model, tokenizer, prompts, options, keys)
+
+        return local
+
+    import pyarrow as pa
+
+    from llmforge.common.ray_session import init_ray
+
+    init_ray()
+    import ray
+
+    actor = ray.remote(Generator).options(num_cpus=options.num_cpus, num_gpus=options.gpus_per_actor)
+    actors = [actor.remote(str(model_path), options) for _ in range(options.concurrency)]
+
+    def remote(prompts: Sequence[Any], keys: Sequence[Any]) -> list[dict[str, Any]]:
+        if not prompts:
+            return []
+        n = -(-len(prompts) // len(actors))
+        calls = [a.__call__.remote(pa.table({"prompt": list(prompts[i:i + n]), KEY_COLUMN: list(keys[i:i + n])}))
+                 for a, i in zip(actors, range(0, len(prompts), n))]
+        return [{name: row[name] for name in OUTPUT_COLUMNS} for t in ray.get(calls) for row in t.to_pylist()]
+
+    return remote
 
 
 # ------------------------------------------------------------------------------ a prompt file
