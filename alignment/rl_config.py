@@ -23,8 +23,12 @@ class PromptData(StrictModel):
     path: str = Field(description="prompts, one JSON object per line: 'prompt' (a string or a message list), "
                       "or 'context' / 'question' / 'instruction'; other fields (e.g. 'answer') go to the reward")
     val_fraction: float = Field(default=0.0, ge=0.0, lt=1.0, description="prompts held out (by id hash) for "
-                                "the greedy evaluation at eval_every / the end")
+                                "the evaluation at eval_every / the end")
+    eval_path: str | None = Field(default=None, description="prompts to evaluate on instead of a held-out split "
+                                  "(e.g. a benchmark's test set, or the training prompts themselves)")
     max_val_prompts: int = Field(default=256, gt=0)
+    eval_samples: int = Field(default=4, ge=0, description="draws per held-out prompt at the rollout temperature "
+                              "in each evaluation (besides the greedy one)")
     system: str | None = Field(default=None, description="system turn before each plain-string prompt")
     seed: int = Field(default=0, description="order of the prompts over epochs, and the sampling seeds")
 

@@ -92,6 +92,10 @@ def read_prompts(cfg, chat, max_seq_len: int, log=print) -> tuple[list[Prompt], 
     if len({p.id for p in prompts}) != len(prompts):
         raise UserError(f"--data {cfg.data.path}: prompt ids repeat; give each row a unique 'id' or none")
     train, held = split_holdout(prompts, cfg.data.val_fraction, cfg.data.seed)
+    if cfg.data.eval_path:
+        data = cfg.data.model_copy(update={"path": cfg.data.eval_path, "eval_path": None, "val_fraction": 0.0})
+        held, _, eval_counts = read_prompts(cfg.model_copy(update={"data": data}), chat, max_seq_len, log)
+        counts["eval_prompt_too_long"] = eval_counts["prompt_too_long"]
     held = held[: cfg.data.max_val_prompts]
     counts.update(train=len(train), held_out=len(held))
     if counts["prompt_too_long"]:
@@ -471,12 +475,7 @@ class RLRun:
     # -------------------------------------------------------------- scoring
 
     def score_rewards(self, samples: list[Sample]) -> None:
-        import ray
-
-        scored = ray.get(self.groups.reward.score.remote([s.prompt.prompt for s in samples],
-                                                         [s.text for s in samples],
-                                                         [s.prompt.row for s in samples],
-                                                         self.cfg.reward.batch_size))
+        scored = self._score([s.prompt for s in samples], [s.text for s in samples])
         for s, r in zip(samples, scored.rewards):
             s.reward = r
         errors = sum(scored.errors.values())
@@ -629,22 +628,36 @@ class RLRun:
     # -------------------------------------------------------------- evaluation
 
     def evaluate(self) -> dict[str, float]:
-        """Greedy completions of the held-out prompts: mean reward (and exact match for `math`)."""
-        import ray
-
+        """The held-out prompts, greedy (`eval_reward`, `eval_exact_match` for `math`) and
+        `data.eval_samples` draws at the rollout temperature (`eval_sampled_*`: what the policy
+        does when sampling, the distribution RL sharpens). The draws' seeds depend on the prompt
+        and draw only, so evaluations at different steps compare like with like."""
         from alignment.rewards import exact_match
+        from training.batch_generate import row_seed
 
         if not self.val_prompts:
             return {}
-        outs = self.generate(self.val_prompts, [0] * len(self.val_prompts), temperature=0.0)
-        texts = [self.chat.decode(o["tokens"]) for o in outs]
-        scored = ray.get(self.groups.reward.score.remote([p.prompt for p in self.val_prompts], texts,
-                                                         [p.row for p in self.val_prompts], self.cfg.reward.batch_size))
-        got = [r for r in scored.rewards if r is not None]
-        result = {"eval_reward": float(np.mean(got)) if got else float("nan"), "eval_prompts": len(self.val_prompts)}
-        if self.cfg.reward.function == "math":
-            result["eval_exact_match"] = float(np.mean([exact_match(t, p.row) for t, p in zip(texts, self.val_prompts)]))
+        result: dict[str, float] = {"eval_prompts": len(self.val_prompts)}
+        k = self.cfg.data.eval_samples
+        runs = [("eval", self.val_prompts, [0] * len(self.val_prompts), 0.0)]
+        if k:
+            prompts = [p for p in self.val_prompts for _ in range(k)]
+            seeds = [row_seed(self.cfg.data.seed, f"eval:{p.id}:{i}") for p in self.val_prompts for i in range(k)]
+            runs.append(("eval_sampled", prompts, seeds, None))
+        for name, prompts, seeds, temperature in runs:
+            texts = [self.chat.decode(o["tokens"]) for o in self.generate(prompts, seeds, temperature)]
+            scored = self._score(prompts, texts)
+            got = [r for r in scored.rewards if r is not None]
+            result[f"{name}_reward"] = float(np.mean(got)) if got else float("nan")
+            if self.cfg.reward.function == "math":
+                result[f"{name}_exact_match"] = float(np.mean([exact_match(t, p.row) for t, p in zip(texts, prompts)]))
         return result
+
+    def _score(self, prompts: list[Prompt], texts: list[str]):
+        import ray
+
+        return ray.get(self.groups.reward.score.remote([p.prompt for p in prompts], texts, [p.row for p in prompts],
+                                                       self.cfg.reward.batch_size))
 
     # -------------------------------------------------------------- the loop
 
@@ -746,7 +759,7 @@ class RLRun:
 
 def _fmt(row: dict[str, Any]) -> str:
     keys = ("reward_mean", "kl", "clip_fraction", "entropy", "response_length", "loss", "value_loss",
-            "eval_reward", "eval_exact_match", "tokens_per_s", "time_generation", "time_training", "time_sync")
+            "eval_reward", "eval_exact_match", "eval_sampled_reward", "eval_sampled_exact_match", "tokens_per_s", "time_generation", "time_training", "time_sync")
     return " ".join(f"{k} {row[k]:.4g}" for k in keys if isinstance(row.get(k), (int, float)))
 
 

@@ -127,13 +127,16 @@ class TrainerWorker:
             return policy_logprobs(self.engine, batch["ids"], batch["mask"], self.cfg.rollout.temperature)[0]
         return self.engine(batch["ids"])[:, :-1].float()
 
-    def score(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        """Per-token log-probs (policy) or values (critic), (B, L-1) float32, no gradient."""
-        if not len(batch.get("ids", ())):
-            batch = _dummy()
+    def score(self, micro_batches: list[dict[str, np.ndarray]]) -> list[np.ndarray | None]:
+        """Per-token log-probs (policy) or values (critic), (B, L-1) float32 per micro-batch, no
+        gradient; None for an empty one (which still runs a forward: ZeRO-3 gathers need every rank)."""
+        out = []
         self.engine.eval()
         with torch.no_grad():
-            out = self._forward(_tensors(batch, self.device)).float().cpu().numpy()
+            for micro in micro_batches:
+                empty = not len(micro.get("ids", ()))
+                values = self._forward(_tensors(_dummy() if empty else micro, self.device)).float().cpu().numpy()
+                out.append(None if empty else values)
         self.engine.train()
         return out
 
@@ -241,6 +244,9 @@ class Rollout:
     def pid(self) -> int:
         return os.getpid()
 
+    def weights_digest(self) -> str:
+        return state_digest(self.model.state_dict())
+
     def set_weights(self, state: dict[str, torch.Tensor], version: int) -> int:
         self.model.load_state_dict(state)
         self.version = version
@@ -265,6 +271,16 @@ class Rollout:
                 tokens[i], finish[i] = g.tokens, g.finish_reason
         return {"tokens": tokens, "finish": finish, "version": self.version,
                 "seconds": time.perf_counter() - start}
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of the weights' names and float32 bytes: which weights an actor holds."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode() + b"\0" + state[key].detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 class Reference:
