@@ -693,13 +693,9 @@ class RLRun:
                 metrics.write({"step": 0, **initial, "time": time.time()})
                 self.log(f"step 0: {_fmt(initial)}")
             self._loop(metrics)
-            final = self.evaluate()
-            if final:
-                metrics.write({"step": self.step, **final, "time": time.time()})
-                self.log(f"final: {_fmt(final)}")
         finally:
             self.groups.shutdown()
-        return self._results(initial, final)
+        return self._results(initial)
 
     def _loop(self, metrics) -> None:
         from ray.exceptions import RayActorError
@@ -730,8 +726,7 @@ class RLRun:
             if not math.isfinite(row.get("loss", 0.0)):
                 raise UserError(f"{self.algorithm}: non-finite loss at step {self.step}; stopped, the last checkpoint "
                                 f"is kept (lower optim.lr)")
-            evaluate = cfg.train.eval_every and self.step % cfg.train.eval_every == 0 and self.step < cfg.train.max_steps
-            if evaluate:
+            if (cfg.train.eval_every and self.step % cfg.train.eval_every == 0) or self.step == cfg.train.max_steps:
                 row.update(self.evaluate())
             metrics.write(row)
             if self.step % cfg.train.log_every == 0 or self.step == cfg.train.max_steps:
@@ -739,10 +734,11 @@ class RLRun:
             if self.step == cfg.train.max_steps or (cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0):
                 self.save_checkpoint(self.step)
 
-    def _results(self, initial, final) -> dict[str, Any]:
+    def _results(self, initial) -> dict[str, Any]:
         from training.trainer import read_metrics
 
         rows = [r for r in read_metrics(self.out / "metrics.jsonl") if "reward_mean" in r]
+        final = {k: v for k, v in rows[-1].items() if k.startswith("eval_")} if rows else {}
         plot = plot_rl(self.out / "metrics.jsonl", self.out / "rl.png")
         results = {"algorithm": self.algorithm, "model": str(self.policy.path), "output": str(self.out),
                    "steps": self.step, "prompts": self.prompt_counts, "counters": self.counters,
