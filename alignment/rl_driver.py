@@ -197,6 +197,8 @@ class ActorGroups:
         self.algorithm, self.cfg, self.out, self.log = algorithm, cfg, out, log
         self.world = cfg.scaling.num_workers
         self.env = _worker_env()
+        # Ray sets CUDA_VISIBLE_DEVICES for an actor with a (fractional) GPU: its device is cuda:0
+        self.device = "cuda" if cfg.scaling.use_gpu else "cpu"
         s, p = cfg.scaling, cfg.placement
         gpu = {"GPU": 1} if s.use_gpu else {}
         trainer_groups = ["policy"] + (["critic"] if algorithm == "ppo" else [])
@@ -278,7 +280,7 @@ class ActorGroups:
         from alignment.rl_workers import Rollout
 
         actor = ray.remote(Rollout).options(**self._options(f"rollout-{i}")).remote(
-            self.cfg.model, self.threads(f"rollout-{i}"))
+            self.cfg.model, self.threads(f"rollout-{i}"), self.device)
         if i < len(self.rollout):
             self.rollout[i] = actor
         else:
@@ -294,9 +296,10 @@ class ActorGroups:
             self.start_rollout(i)
         if self.cfg.kl_coef > 0:
             self.reference = ray.remote(Reference).options(**self._options("reference")).remote(
-                self.cfg.model, self.threads("reference"), self.cfg.rollout.temperature)
+                self.cfg.model, self.threads("reference"), self.cfg.rollout.temperature, self.device)
+        reward_device = self.device if self.cfg.reward.model else "cpu"  # a function needs no GPU
         self.reward = ray.remote(Reward).options(**self._options("reward")).remote(
-            self.cfg.reward.function, self.cfg.reward.model, self.threads("reward"))
+            self.cfg.reward.function, self.cfg.reward.model, self.threads("reward"), reward_device)
 
     def export_weights(self):
         """An object ref to the policy's full weights (every rank takes part: ZeRO-3 gathers)."""

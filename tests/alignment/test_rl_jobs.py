@@ -100,10 +100,10 @@ def uninterrupted(ray_local, arithmetic, tmp_path_factory):
     return results, _step_rows(out)
 
 
-def _fault_config(sft, prompts, out):
+def _fault_config(sft, prompts, out, **sets):
     return rl_config("grpo", sft, prompts, out, **{
         "reward.function": "math", "train.max_steps": 4, "train.prompts_per_step": 4, "group_size": 4,
-        "train.micro_batch_size": 8, "optim.lr": 5e-4, "train.checkpoint_every": 2, "data.eval_samples": 0})
+        "train.micro_batch_size": 8, "optim.lr": 5e-4, "train.checkpoint_every": 2, "data.eval_samples": 0, **sets})
 
 
 def _step_rows(out: Path) -> dict[int, dict]:
@@ -115,20 +115,21 @@ def _step_rows(out: Path) -> dict[int, dict]:
 SAME = ("reward_mean", "reward_std", "loss", "entropy", "response_length", "sequences_trained")
 
 
-@pytest.mark.parametrize("group,when,at_step", [("rollout", "before_generate", 2),
-                                                 ("policy", "before_update", 3)])
+@pytest.mark.parametrize("group,when,at_step,colocate", [("rollout", "before_generate", 2, False),
+                                                          ("policy", "before_update", 3, True)])
 def test_killed_actor_is_replaced_and_the_run_continues_exactly(uninterrupted, arithmetic, tmp_path, group, when,
-                                                               at_step):
+                                                               at_step, colocate):
     """A killed rollout actor: replaced, given the current weights, its batch redone. A killed
     trainer: the group restarts from checkpoint 2, the rollout actors get checkpoint 2's weights
     (they held version 3's), steps 3 and 4 are redone. Either way every step's numbers equal the
-    uninterrupted run's."""
+    uninterrupted (colocated) run's; the rollout case runs with every group on bundles of its own."""
     from alignment.rl_driver import run_rl
 
     sft, prompts = arithmetic
     fired: list = []
-    results = run_rl("grpo", _fault_config(sft, prompts, tmp_path / "grpo"), hooks=[_kill(group, when, at_step, fired)],
-                     **QUIET)
+    cfg = _fault_config(sft, prompts, tmp_path / "grpo", **{"placement.colocate": colocate,
+                                                            "placement.actor_cpus": 0.5})
+    results = run_rl("grpo", cfg, hooks=[_kill(group, when, at_step, fired)], **QUIET)
     assert fired == [at_step]
     counter = "rollout_restarts" if group == "rollout" else "trainer_restarts"
     assert results["counters"][counter] == 1
