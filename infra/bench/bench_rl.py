@@ -36,7 +36,7 @@ chat template, so `apply_chat_template` gives llmforge's prompt ids; the setup c
    generation / scoring / training / sync (its metrics.jsonl) and the mean reward over the
    measured steps of both.
 
-    .venv/bin/python infra/bench/bench_rl.py [--steps 12] [--prompts 8] [--group 8]
+    .venv/bin/python infra/bench/bench_rl.py [--steps 30] [--prompts 8] [--group 8]
         [--max-new 16] [--lr 1e-4] [--threads 2] [--skip-steps 2] [--rollout-batch 16]
         [--rollout-lengths 32,128] [--only rollout|grpo] [--sequential] [--json PATH] [--work DIR]
 """
@@ -262,7 +262,9 @@ def _llmforge_grpo(args, work: Path, name: str, baton: ba.Baton) -> dict:
     from alignment.rl_driver import run_rl
     from training.trainer import read_metrics
 
+    marks = {"imported": baton.active()}
     ray.init(address="local", num_cpus=args.threads, include_dashboard=False)
+    marks["ray"] = baton.active()
     cfg = _grpo_config(args, work, name, json.loads((work / SETUP_DONE).read_text()))
     seen: dict = {"waits": []}
 
@@ -276,7 +278,11 @@ def _llmforge_grpo(args, work: Path, name: str, baton: ba.Baton) -> dict:
         seen["waits"].append((baton.waited - before, baton.waited))
 
     def log(*parts):
-        print(f"[{baton.active() - args.t0:6.1f} s]", *parts, file=sys.stderr, flush=True)
+        text = " ".join(str(p) for p in parts)
+        for key in ("grpo:", "policy:"):  # the driver's start (prompts read), the trainer actor ready
+            if text.startswith(key):
+                marks.setdefault(key[:-1], baton.active())
+        print(f"[{baton.active() - args.t0:6.1f} s]", text, file=sys.stderr, flush=True)
 
     results = run_rl("grpo", cfg, log=log, hooks=[hook])
     e2e = baton.active() - args.t0
@@ -289,7 +295,11 @@ def _llmforge_grpo(args, work: Path, name: str, baton: ba.Baton) -> dict:
     split["step_seconds"] = sum(r["step_seconds"] - w for r, (w, _) in zip(measured, seen["waits"][args.skip_steps:])) \
         / len(measured)
     ray.shutdown()
-    return {**out, "e2e_s": e2e, "rss_mib": ba._rss_mib(), "split": split,
+    edges = [("imports", args.t0, "imported"), ("ray.init", "imported", "ray"), ("driver", "ray", "grpo"),
+             ("actors", "grpo", "policy"), ("first sync", "policy", None)]
+    startup = {k: (seen["first"] if b is None else marks[b]) - (a if isinstance(a, float) else marks[a])
+               for k, a, b in edges}
+    return {**out, "e2e_s": e2e, "rss_mib": ba._rss_mib(), "split": split, "startup_split": startup,
             "reward_mean": sum(r["reward_mean"] for r in measured) / len(measured),
             "rewards": [r["reward_mean"] for r in rows], "sequences_trained": [r["sequences_trained"] for r in rows],
             "response_length": sum(r["response_length"] for r in measured) / len(measured),
@@ -505,6 +515,8 @@ def _grpo_report(args, setup: dict, best: dict) -> dict:
           f"generation {s['time_generation'] * 1000:.0f} + scoring {s['time_scoring'] * 1000:.0f} + training "
           f"{s['time_training'] * 1000:.0f} + sync {s['time_sync'] * 1000:.0f} + other {other * 1000:.0f} ms; "
           f"TRL median step {_median(trl['step_s']) * 1000:.0f} ms")
+    print("llmforge start-up: " + ", ".join(f"{k} {v:.1f} s" for k, v in lf["startup_split"].items()) +
+          " (actors: Rollout, Reward and the DeepSpeed PolicyTrainer started and loaded)")
     print(f"mean rollout reward over the steady steps (math: 1 correct, 0.1 format only, 0 none): llmforge "
           f"{lf['reward_mean']:.3f}, TRL {trl['reward_mean']:.3f}; same prompts per step, different random draws; "
           f"sequences trained per step (llmforge): {sorted(set(lf['sequences_trained']))}")
@@ -522,7 +534,7 @@ def _median(xs):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=12, help="GRPO steps (rollout + one optimizer step)")
+    ap.add_argument("--steps", type=int, default=30, help="GRPO steps (rollout + one optimizer step)")
     ap.add_argument("--prompts", type=int, default=8, help="prompts per step")
     ap.add_argument("--group", type=int, default=8, help="samples per prompt (G)")
     ap.add_argument("--max-new", type=int, default=16, help="max completion tokens")
@@ -533,7 +545,7 @@ def main() -> None:
     ap.add_argument("--sft-steps", type=int, default=300, help="SFT warm-start steps (setup)")
     ap.add_argument("--rollout-batch", type=int, default=16)
     ap.add_argument("--rollout-lengths", default="32,128")
-    ap.add_argument("--rollout-repeats", type=int, default=3)
+    ap.add_argument("--rollout-repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-steps", type=int, default=2, help="first steps left out of the steady state")
     ap.add_argument("--sequential", action="store_true", help="run one after another instead of taking turns")
