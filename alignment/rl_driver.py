@@ -2,7 +2,10 @@
 
     driver (this process)                      actor groups (alignment.rl_workers), one placement group
       prompts -> rollout ------------------->  Rollout x rollout.actors   KV-cache sampling, one policy version
-      completions -> reward, reference ----->  Reward, Reference           scores; frozen log-probs
+      completions -> reward, reference ----->  Reward, Reference           a reward model's scores; frozen
+                                                                           log-probs (a reward *function* runs
+                                                                           here in the driver, as veRL's rule
+                                                                           rewards: no model, no round trip)
       (PPO) old log-probs, values ---------->  PolicyTrainer x N, CriticTrainer x N
       advantages (GRPO groups / PPO GAE)
       updates ------------------------------>  PolicyTrainer x N (DeepSpeed), CriticTrainer x N
@@ -207,16 +210,17 @@ class ActorGroups:
             bundles = [{"CPU": s.cpus_per_worker, **gpu} for _ in range(self.world)]
             where = {f"{g}-{r}": r for g in trainer_groups for r in range(self.world)}
             where.update({f"rollout-{i}": i % self.world for i in range(cfg.rollout.actors)})
-            where.update({"reference": 0, "reward": 0})
+            where.update({"reference": 0, "reward": 0} if cfg.reward.model else {"reference": 0})
         else:
             bundles, where = [], {}
             for g in trainer_groups:
                 for r in range(self.world):
                     where[f"{g}-{r}"] = len(bundles)
                     bundles.append({"CPU": s.cpus_per_worker, **gpu})
-            for name in [f"rollout-{i}" for i in range(cfg.rollout.actors)] + ["reference", "reward"]:
+            for name in [f"rollout-{i}" for i in range(cfg.rollout.actors)] + ["reference"] + (
+                    ["reward"] if cfg.reward.model else []):
                 where[name] = len(bundles)
-                bundles.append({"CPU": p.actor_cpus, **(gpu if name != "reward" or cfg.reward.model else {})})
+                bundles.append({"CPU": p.actor_cpus, **gpu})
         sharing = {b: sum(1 for v in where.values() if v == b) for b in range(len(bundles))}
         self.where = {name: (b, 1.0 / sharing[b]) for name, b in where.items()}
         self.bundles = bundles
@@ -297,17 +301,14 @@ class ActorGroups:
         if self.cfg.kl_coef > 0:
             self.reference = ray.remote(Reference).options(**self._options("reference")).remote(
                 self.cfg.model, self.threads("reference"), self.cfg.rollout.temperature, self.device)
-        reward_device = self.device if self.cfg.reward.model else "cpu"  # a function needs no GPU
-        self.reward = ray.remote(Reward).options(**self._options("reward")).remote(
-            self.cfg.reward.function, self.cfg.reward.model, self.threads("reward"), reward_device)
+        if self.cfg.reward.model:  # a reward function runs in the driver: no model, no round trip
+            self.reward = ray.remote(Reward).options(**self._options("reward")).remote(
+                None, self.cfg.reward.model, self.threads("reward"), self.device)
 
-    def export_weights(self):
-        """An object ref to the policy's full weights (every rank takes part: ZeRO-3 gathers)."""
-        import ray
-
-        refs = [w.weights.remote() for w in self.trainers["policy"]]
-        ray.wait(refs, num_returns=len(refs))
-        return refs[0]
+    def export_weights(self) -> list:
+        """Object refs of every policy rank's `weights()`: rank 0's holds the full weights (every
+        rank takes part: ZeRO-3 gathers), the others None."""
+        return [w.weights.remote() for w in self.trainers["policy"]]
 
     def shutdown(self) -> None:
         import ray
@@ -338,6 +339,11 @@ class RLRun:
             raise ConfigError(f"--model {cfg.model} has no tokenizer.json next to its weights")
         self.chat = ChatTokenizer.from_file(str(self.policy.tokenizer_path))
         self._check_reward_model()
+        self.reward_function = None
+        if cfg.reward.function:  # imported now: a bad MODULE:FUNCTION fails before any actor starts
+            from alignment.rewards import RewardScorer
+
+            self.reward_function = RewardScorer(function=cfg.reward.function)
         if algorithm == "ppo" and cfg.critic:
             self._check_same_tokenizer(cfg.critic, "critic")
         self.train_prompts, self.val_prompts, self.prompt_counts = read_prompts(
@@ -417,8 +423,9 @@ class RLRun:
         import ray
 
         start = time.perf_counter()
-        self.weights_ref = self.groups.export_weights()
-        ray.get([a.set_weights.remote(self.weights_ref, version) for a in self.groups.rollout])
+        refs = self.groups.export_weights()
+        self.weights_ref = refs[0]  # passed on unresolved: each actor fetches it from the object store
+        ray.get([a.set_weights.remote(self.weights_ref, version) for a in self.groups.rollout] + refs[1:])
         self.version = version
         return time.perf_counter() - start
 
@@ -657,10 +664,12 @@ class RLRun:
         return result
 
     def _score(self, prompts: list[Prompt], texts: list[str]):
+        args = ([p.prompt for p in prompts], texts, [p.row for p in prompts], self.cfg.reward.batch_size)
+        if self.reward_function is not None:
+            return self.reward_function.score(*args)
         import ray
 
-        return ray.get(self.groups.reward.score.remote([p.prompt for p in prompts], texts, [p.row for p in prompts],
-                                                       self.cfg.reward.batch_size))
+        return ray.get(self.groups.reward.score.remote(*args))
 
     # -------------------------------------------------------------- the loop
 

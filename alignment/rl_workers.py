@@ -7,7 +7,8 @@ in a placement group and is the only one that calls them.
     Rollout                         KV-cache generation (`training.generate.generate`) with the
                                     weights of one policy version
     Reference                       the frozen starting policy's per-token log-probs
-    Reward                          `alignment.rewards.RewardScorer` (a function or a reward model)
+    Reward                          `alignment.rewards.RewardScorer` over a reward model (a reward
+                                    function runs in the driver)
 
 Batches travel as dicts of numpy arrays: `ids` (B, L) prompt + completion, right-padded; `mask`
 (B, L) 1 on completion tokens; per-token arrays (B, L - 1) aligned with `ids[:, 1:]` (the token
@@ -204,7 +205,13 @@ class TrainerWorker:
         with ctx:
             if self.rank != 0:
                 return None
-            return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+            state, seen = {}, set()
+            for key, value in module.state_dict().items():
+                if value.data_ptr() in seen:  # a tied weight (lm_head = embeddings) travels once
+                    continue
+                seen.add(value.data_ptr())
+                state[key] = value.detach().float().cpu().clone()
+            return state
 
     def save(self, directory: str, meta: dict[str, Any]) -> None:
         """Every rank writes its part of `directory` (training.checkpoint layout); rank 0 the meta."""
@@ -248,7 +255,13 @@ class Rollout:
         return state_digest(self.model.state_dict())
 
     def set_weights(self, state: dict[str, torch.Tensor], version: int) -> int:
-        self.model.load_state_dict(state)
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        own = self.model.state_dict()
+        sent = {own[k].data_ptr() for k in state}
+        untied = [k for k in missing if own[k].data_ptr() not in sent]  # a tied alias is loaded with its twin
+        if untied or unexpected:
+            raise RuntimeError(f"weights of version {version} do not fit the rollout model: missing {untied}, "
+                               f"unexpected {unexpected}")
         self.version = version
         return version
 

@@ -6,9 +6,9 @@ decodes exactly as it would alone. Used by `llmforge train sample`, and meant fo
 and generative evaluation, which need the chosen tokens' log-probabilities too.
 
 Sampling draws from one `torch.Generator` for the whole batch, so a row's tokens depend on the
-rows it shares a batch with. With `row_seeds`, each row instead samples by the Gumbel-max trick
-with noise hashed from (its seed, the step, the token id): its tokens then depend only on its
-own seed (and, through float rounding at near-ties, on nothing else), whatever the batch.
+rows it shares a batch with. With `row_seeds`, each row instead samples by inverting its own
+cumulative distribution at a uniform hashed from (its seed, the step): its tokens then depend
+only on its own seed (and, through float rounding at near-ties, on nothing else), whatever the batch.
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def generate(model: Llama, prompts: list[list[int]], params: SamplingParams, pad
         raise ValueError(f"{len(row_seeds)} row seeds for {batch} prompts")
     keys = None if row_seeds is None else torch.tensor([s & _M32 for s in row_seeds], device=device)
     for step in range(params.max_new_tokens):
-        noise = None if keys is None or params.temperature == 0.0 else _gumbel(keys, step, logits.shape[-1])
+        noise = None if keys is None or params.temperature == 0.0 else _uniforms(keys, step)
         token, logprob = _choose(logits.float(), params, generator, noise)
         chosen.append(token)
         chosen_logprobs.append(logprob)
@@ -98,8 +98,9 @@ def generate(model: Llama, prompts: list[list[int]], params: SamplingParams, pad
 def _choose(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator,
             noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row and its log-probability (before top-k/top-p truncation). With `noise`
-    (standard Gumbel, float64, one per row and token) the choice is argmax(log p + noise) over
-    the kept tokens, a draw from p renormalised over them, and `generator` is unused."""
+    (one uniform in (0, 1) per row, float64) the choice is the inverse of the row's cumulative
+    distribution over the kept tokens at that uniform, a draw from p renormalised over them, and
+    `generator` is unused."""
     if params.temperature == 0.0:
         token = logits.argmax(-1)
         return token, torch.log_softmax(logits, -1).gather(-1, token[:, None]).squeeze(-1)
@@ -114,7 +115,10 @@ def _choose(logits: torch.Tensor, params: SamplingParams, generator: torch.Gener
         mass_before = probs.cumsum(-1) - probs  # a token stays while the mass above it is < top_p
         keep &= torch.zeros_like(keep).scatter(-1, order, mass_before < params.top_p)
     if noise is not None:
-        token = (logprobs.double() + noise).masked_fill(~keep, float("-inf")).argmax(-1)
+        # One uniform per row (not a Gumbel per row and token: hashing the whole vocabulary at
+        # every step cost more than the decoding of a small model).
+        cdf = torch.where(keep, logprobs.double().exp(), torch.zeros_like(logprobs, dtype=torch.float64)).cumsum(-1)
+        token = torch.searchsorted(cdf, (noise * cdf[:, -1]).unsqueeze(-1)).squeeze(-1).clamp(max=scaled.shape[-1] - 1)
     else:
         probs = torch.where(keep, logprobs.exp(), torch.zeros_like(scaled))
         token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
@@ -138,14 +142,11 @@ def _mix32(x):
     return x ^ (x >> 16)
 
 
-def _gumbel(keys: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
-    """Standard Gumbel noise [rows, vocab] (float64), a pure function of (row key, step, token):
-    integer arithmetic only, so the same on every device and in every batch."""
-    row = _mix32(keys ^ _mix32((step * 0x9E3779B9 + 0x632BE5AB) & _M32))
-    token = _mix32(torch.arange(vocab, device=keys.device, dtype=torch.int64))
-    bits = _mix32(_mix32(row[:, None] ^ token[None, :]) ^ row[:, None])
-    uniform = (bits.double() + 0.5) / 2.0 ** 32
-    return -torch.log(-torch.log(uniform))
+def _uniforms(keys: torch.Tensor, step: int) -> torch.Tensor:
+    """One uniform in (0, 1) per row (float64), a pure function of (row key, step): integer
+    arithmetic only, so the same on every device and in every batch."""
+    bits = _mix32(_mix32(keys ^ _mix32((step * 0x9E3779B9 + 0x632BE5AB) & _M32)) ^ 0x5BD1E995)
+    return (bits.double() + 0.5) / 2.0 ** 32
 
 
 def complete_texts(model: Llama, tokenizer, prompts: list[str], params: SamplingParams) -> list[str]:

@@ -55,14 +55,15 @@ def test_grpo_raises_exact_match_on_arithmetic_from_sft(ray_local, arithmetic, t
 
     sft, prompts = arithmetic
     cfg = rl_config("grpo", sft, prompts, tmp_path / "grpo", **{
-        "reward.function": "math", "train.max_steps": 30, "train.prompts_per_step": 16, "group_size": 8,
-        "train.micro_batch_size": 32, "optim.lr": 5e-4, "data.eval_path": str(prompts), "data.eval_samples": 8,
+        "reward.function": "math", "train.max_steps": 30, "train.prompts_per_step": 32, "group_size": 8,
+        "train.micro_batch_size": 64, "optim.lr": 5e-4, "data.eval_path": str(prompts), "data.eval_samples": 8,
         "train.checkpoint_every": 15})
     results = run_rl("grpo", cfg, **QUIET)
     before, after = results["initial_eval"], results["final_eval"]
-    # 32 prompts x 8 draws with the same seeds before and after: a paired comparison
+    # 32 prompts x 8 draws with the same seeds before and after: a paired comparison (measured:
+    # 0.39 -> 0.50 sampled, 0.66 -> 0.72 greedy)
     assert after["eval_sampled_exact_match"] >= before["eval_sampled_exact_match"] + 0.06, (before, after)
-    assert after["eval_exact_match"] >= before["eval_exact_match"] - 0.1  # greedy answers stay about as good
+    assert after["eval_exact_match"] >= before["eval_exact_match"], (before, after)
     rows = [json.loads(x) for x in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "reward_mean" in r]
     assert [r["step"] for r in steps] == list(range(1, 31)) and steps[-1]["policy_version"] == 30
@@ -70,7 +71,7 @@ def test_grpo_raises_exact_match_on_arithmetic_from_sft(ray_local, arithmetic, t
                 "clip_fraction", "response_length", "reward_std"):
         assert all(key in r for r in steps), key
     assert results["counters"]["constant_groups"] > 0  # groups with one reward are counted and left out
-    assert sum(r["sequences_trained"] for r in steps) == 30 * 16 * 8 - 8 * results["counters"]["constant_groups"]
+    assert sum(r["sequences_trained"] for r in steps) == 30 * 32 * 8 - 8 * results["counters"]["constant_groups"]
     assert (tmp_path / "grpo" / "rl.png").stat().st_size > 10_000
     # the policy is a run directory every other verb takes
     from training.sources import resolve_model

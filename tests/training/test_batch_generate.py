@@ -13,7 +13,7 @@ from llmforge.cli import main
 from llmforge.common.errors import UserError
 from tests.support.tiny_checkpoint import tiny_checkpoint
 from training.batch_generate import GenerateOptions, Generator, encode_prompt, generate_texts, run_generate
-from training.generate import SamplingParams, _choose, _gumbel, generate
+from training.generate import SamplingParams, _choose, _uniforms, generate
 
 MAX_NEW = 8
 LONG = " ".join(["the river runs past the old mill and the town"] * 12)  # > 64 tokens: too long
@@ -74,7 +74,7 @@ def test_a_row_samples_the_same_whatever_its_batch(tiny):
 def test_per_row_noise_samples_the_renormalised_distribution():
     logits = torch.tensor([2.0, 1.0, 0.0, -1.0, 0.5])
     n = 20000
-    noise = _gumbel(torch.arange(n), 3, 5)
+    noise = _uniforms(torch.arange(n), 3)
     for params, probs in ((SamplingParams(temperature=1.0), torch.softmax(logits, -1)),
                           (SamplingParams(temperature=0.5, top_k=2), torch.softmax(logits[:2] / 0.5, -1))):
         token, logprob = _choose(logits.expand(n, 5), params, None, noise)
