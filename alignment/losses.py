@@ -150,6 +150,13 @@ def sequence_logprobs(
     return per_token.sum(dim=1), mask[:, 1:].bool().sum(dim=1)
 
 
+def selected_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[targets] for logits (N, V) of positions already selected (float32, N,),
+    with :class:`_PickedLogprobs`' chunked float32 normalisation and single backward."""
+    positions = torch.arange(logits.shape[0], device=logits.device)
+    return _PickedLogprobs.apply(logits.unsqueeze(0), torch.zeros_like(positions), positions, targets.long())
+
+
 def masked_token_logprobs(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-token log-probs (B, T - 1), float32: entry [b, t] is log p(ids[b, t + 1]) where
     ``mask[b, t + 1]`` is set, 0 elsewhere. Same arguments, shift and economy as

@@ -240,9 +240,14 @@ class ActorGroups:
 
         bundle, share = self.where[name]
         resources = self.bundles[bundle]
-        return {"num_cpus": resources["CPU"] * share * 0.999, "num_gpus": resources.get("GPU", 0) * share * 0.999,
-                "scheduling_strategy": PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=bundle),
-                "max_restarts": 0}
+        options = {"num_cpus": resources["CPU"] * share * 0.999, "num_gpus": resources.get("GPU", 0) * share * 0.999,
+                   "scheduling_strategy": PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=bundle),
+                   "max_restarts": 0}
+        # Ray starts a fractional-CPU actor with OMP_NUM_THREADS=1; torch.set_num_threads then
+        # grows a team OpenMP was not sized for, and every small op paid for it (a generate call
+        # of the tiny model: 36 ms, 27 ms with the variable matching the threads, in an actor).
+        options["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": str(self.threads(name))}}
+        return options
 
     def threads(self, name: str) -> int:
         if self.cfg.train.threads:
@@ -469,6 +474,7 @@ class RLRun:
                         ray.get(actor.set_weights.remote(self.weights_ref, self.version))
                     pending[i] = call(i)
         out: list[dict] = [None] * len(prompts)
+        self.last_actor_seconds = max((res["seconds"] for res in results.values()), default=0.0)
         for i, res in results.items():
             if res["version"] != self.version:  # never train on samples of another policy
                 raise RuntimeError(f"rollout actor {i} generated with policy version {res['version']}, the "
@@ -506,9 +512,15 @@ class RLRun:
         results = ray.get([w.score.remote(p) for w, p in zip(self.groups.trainers[group], parts)])
         return slots.gather(results, len(arrays["ids"]), arrays["ids"].shape[1] - 1)
 
-    def update(self, group: str, slots: Slots, arrays: dict[str, np.ndarray], denominator: float) -> list:
+    def update(self, group: str, slots: Slots, arrays: dict[str, np.ndarray], denominator: float,
+               export: bool = False) -> tuple[list, list]:
+        """Refs of every rank's update metrics, and (export) of its weights afterwards."""
         parts = slots.split(arrays)
-        return [w.update.remote(p, denominator) for w, p in zip(self.groups.trainers[group], parts)]
+        workers = self.groups.trainers[group]
+        if not export:
+            return [w.update.remote(p, denominator) for w, p in zip(workers, parts)], []
+        pairs = [w.update_and_export.options(num_returns=2).remote(p, denominator) for w, p in zip(workers, parts)]
+        return [m for m, _ in pairs], [w for _, w in pairs]
 
     # -------------------------------------------------------------- one step
 
@@ -534,6 +546,7 @@ class RLRun:
 
         cfg = self.cfg
         samples, t_gen, generated = self.rollout_step(step)
+        t_gen_actors = self.last_actor_seconds
         t0 = time.perf_counter()
         self.score_rewards(samples)
         rewards = torch.tensor([np.nan if s.reward is None else s.reward for s in samples], dtype=torch.float64)
@@ -604,10 +617,15 @@ class RLRun:
         mode = cfg.loss_aggregation if self.algorithm == "grpo" else "token-mean"
         denominator = float(aggregate(torch.zeros_like(mask_t), mask_t, mode, cfg.rollout.max_new_tokens)[1])
         sums: dict[str, float] = {}
-        for _ in range(cfg.train.update_epochs):
-            refs = self.update("policy", slots, arrays, denominator)
+        set_refs: list = []
+        for epoch in range(cfg.train.update_epochs):
+            last = epoch == cfg.train.update_epochs - 1
+            refs, weight_refs = self.update("policy", slots, arrays, denominator, export=last)
+            if last:  # the new weights go on to the rollout actors straight from the object store
+                set_refs = [a.set_weights.remote(weight_refs[0], self.version + 1) for a in self.groups.rollout]
+                set_refs += weight_refs[1:]
             if self.algorithm == "ppo":
-                refs += self.update("critic", slots, arrays, float(m.sum()))
+                refs += self.update("critic", slots, arrays, float(m.sum()))[0]
             parts = ray.get(refs)
             grad_norm = parts[0].pop("grad_norm")  # rank 0 of the policy: the global norm
             for part in parts:
@@ -624,8 +642,12 @@ class RLRun:
             value_tokens = max(sums.get("value_tokens", 1.0), 1.0)
             row["value_loss"] = sums["value_loss"] / value_tokens
             row["value_clip_fraction"] = sums["value_clipped"] / value_tokens
-        t_sync = self.sync_weights(self.version + 1)
-        row.update(time_generation=t_gen, time_scoring=t_score, time_training=t_train, time_sync=t_sync,
+        t2 = time.perf_counter()
+        ray.get(set_refs)
+        self.weights_ref, self.version = weight_refs[0], self.version + 1
+        t_sync = time.perf_counter() - t2  # what the weight transfer adds after the update
+        row.update(time_generation=t_gen, time_generation_in_actors=t_gen_actors, time_scoring=t_score,
+                   time_training=t_train, time_sync=t_sync,
                    tokens_per_s=generated / max(t_gen, 1e-9))
         return row
 

@@ -12,7 +12,7 @@ in a placement group and is the only one that calls them.
 
 Batches travel as dicts of numpy arrays: `ids` (B, L) prompt + completion, right-padded; `mask`
 (B, L) 1 on completion tokens; per-token arrays (B, L - 1) aligned with `ids[:, 1:]` (the token
-each position predicts), as `alignment.losses.masked_token_logprobs` returns them.
+each position predicts), as `alignment.losses.masked_token_logprobs` lays them out.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from alignment.losses import masked_token_logprobs
+from alignment.losses import selected_logprobs
 from alignment.pg_losses import (aggregate, clipped_policy_loss, clipped_value_loss, entropy_sum,
                                  kl_estimate)
 
@@ -44,9 +44,15 @@ def _quiet_build(source, kind: str, device: str):
 
 def policy_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(per-token log-probs (B, L-1) of the completion tokens under softmax(logits / temperature),
-    the logits (B, L, V) scaled)."""
-    logits = model(ids) / temperature
-    return masked_token_logprobs(logits, ids, mask), logits
+    0 elsewhere; the scaled logits (n completion tokens, V) they came from). The LM head runs only
+    at the positions that predict a completion token."""
+    scored = mask[:, 1:].bool()
+    select = torch.zeros_like(mask, dtype=torch.bool)
+    select[:, :-1] = scored
+    logits = model(ids, select=select) / temperature
+    picked = selected_logprobs(logits, ids[:, 1:][scored])
+    per_token = picked.new_zeros(scored.shape).masked_scatter(scored, picked)
+    return per_token, logits
 
 
 class TrainerWorker:
@@ -187,10 +193,15 @@ class TrainerWorker:
             metrics["kl_loss"] = (kl.detach() * m).sum()
         numerator, _ = aggregate(per_token, m, mode, cfg.rollout.max_new_tokens)
         metrics["policy_loss"] = (per_token.detach() * m).sum()
-        metrics["entropy"] = entropy_sum(logits[:, :-1], m)
+        metrics["entropy"] = entropy_sum(logits, torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device))
         return numerator, metrics
 
     # ------------------------------------------------------------------ weights and checkpoints
+
+    def update_and_export(self, micro_batches: list[dict[str, np.ndarray]], denominator: float):
+        """`update`, then `weights()`: (metrics, weights) as two results (call with num_returns=2)
+        so the driver can pass the weights on to the rollout actors without a round trip."""
+        return self.update(micro_batches, denominator), self.weights()
 
     def weights(self) -> dict[str, torch.Tensor] | None:
         """The full weights on rank 0 (None elsewhere). Under ZeRO-3 every rank must call this:

@@ -71,28 +71,39 @@ def generate(model: Llama, prompts: list[list[int]], params: SamplingParams, pad
 
     generator = torch.Generator(device=device).manual_seed(params.seed)
     stop = torch.tensor(params.stop_token_ids or [-1], device=device)
-    chosen, chosen_logprobs = [], []
-    stopped = torch.zeros(batch, dtype=torch.bool, device=device)
+    # Chosen tokens by original row and step (-1: not generated, the row had stopped).
+    out_tokens = torch.full((batch, params.max_new_tokens), -1, dtype=torch.long, device=device)
+    out_logprobs = torch.zeros(batch, params.max_new_tokens, dtype=torch.float32, device=device)
+    rows = torch.arange(batch, device=device)  # the original row of each row still decoding
     if row_seeds is not None and len(row_seeds) != batch:
         raise ValueError(f"{len(row_seeds)} row seeds for {batch} prompts")
     keys = None if row_seeds is None else torch.tensor([s & _M32 for s in row_seeds], device=device)
     for step in range(params.max_new_tokens):
         noise = None if keys is None or params.temperature == 0.0 else _uniforms(keys, step)
         token, logprob = _choose(logits.float(), params, generator, noise)
-        chosen.append(token)
-        chosen_logprobs.append(logprob)
-        stopped |= torch.isin(token, stop)
+        out_tokens[rows, step] = token
+        out_logprobs[rows, step] = logprob.float()
+        stopped = torch.isin(token, stop)
         if bool(stopped.all()) or step == params.max_new_tokens - 1:
             break
-        # A stopped row keeps decoding with the others; what it adds is cut off below.
+        if 4 * int(stopped.sum()) >= len(rows):  # a quarter or more done: drop them from the batch
+            live = (~stopped).nonzero().squeeze(1)
+            rows, token, lengths, key_valid = rows[live], token[live], lengths[live], key_valid[live]
+            keys = None if keys is None else keys[live]
+            for layer_cache in cache:
+                layer_cache.k, layer_cache.v = layer_cache.k[live], layer_cache.v[live]
+        # Rows that stopped since the last compaction decode on with the others; what they add
+        # is cut off below (each row's output ends at its first stop token).
         step_mask = key_valid[:, None, None, :width + step + 1]
         logits = model.forward_cached(token.unsqueeze(1), (lengths + step).unsqueeze(1), cache, step_mask)[:, -1]
     model.train(was_training)
-    tokens, logprobs = torch.stack(chosen, 1), torch.stack(chosen_logprobs, 1)
-    is_stop = torch.isin(tokens, stop)
-    kept = torch.where(is_stop.any(1), is_stop.int().argmax(1) + 1, tokens.shape[1]).tolist()
-    return [Generation(t[:n], lp[:n], "stop" if stop_hit else "length")
-            for t, lp, n, stop_hit in zip(tokens.tolist(), logprobs.tolist(), kept, is_stop.any(1).tolist())]
+    out = []
+    for t, lp in zip(out_tokens.tolist(), out_logprobs.tolist()):
+        n = next((i for i, x in enumerate(t) if x == -1), len(t))
+        t, lp = t[:n], lp[:n]
+        hit = next((i for i, x in enumerate(t) if x in params.stop_token_ids), None)
+        out.append(Generation(t[:hit + 1], lp[:hit + 1], "stop") if hit is not None else Generation(t, lp, "length"))
+    return out
 
 
 def _choose(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator,

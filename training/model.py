@@ -247,7 +247,9 @@ class _Transformer(nn.Module):
 
 class Llama(_Transformer):
     """`forward(ids) -> logits`, or `(logits, mean loss)` when `targets` are given
-    (targets < 0 are ignored)."""
+    (targets < 0 are ignored). `select` (batch, seq) bool: logits only at those positions,
+    (n selected, vocab) in row-major order — the LM head is the largest matmul of a small
+    model, and RL scores only the completion's positions."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
@@ -257,8 +259,11 @@ class Llama(_Transformer):
         self._init_weights()
 
     def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None,
-                segments: torch.Tensor | None = None):
-        logits = self.lm_head(self.hidden(ids, segments))
+                segments: torch.Tensor | None = None, select: torch.Tensor | None = None):
+        hidden = self.hidden(ids, segments)
+        if select is not None:
+            return self.lm_head(hidden[select])
+        logits = self.lm_head(hidden)
         if targets is None:
             return logits
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)

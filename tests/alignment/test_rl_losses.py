@@ -167,3 +167,25 @@ def flaky_reward(completion: str, row: dict) -> float:
     if completion == "raise":
         raise RuntimeError("boom")
     return math.nan if completion == "nan" else 1.0
+
+
+def test_policy_logprobs_at_completion_positions_equal_the_full_softmax():
+    """The LM head only where a completion token is predicted: the same log-probs and gradient
+    as log_softmax over every position's logits."""
+    from alignment.rl_workers import policy_logprobs
+    from training.model import Llama, ModelConfig
+
+    torch.manual_seed(0)
+    model = Llama(ModelConfig(preset="tiny", vocab_size=97, max_seq_len=32))
+    ids = torch.randint(0, 97, (3, 9))
+    mask = torch.zeros(3, 9, dtype=torch.long)
+    mask[0, 4:9], mask[1, 2:5], mask[2, 7:8] = 1, 1, 1  # completions after prompts, right padding
+    mine, logits = policy_logprobs(model, ids, mask, temperature=0.7)
+    assert logits.shape == (5 + 3 + 1, 97)
+    full = torch.log_softmax(model(ids)[:, :-1] / 0.7, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    expected = full * mask[:, 1:]
+    assert torch.allclose(mine, expected, atol=1e-5)
+    g_mine = torch.autograd.grad(mine.sum(), model.lm_head.weight)[0]
+    full = torch.log_softmax(model(ids)[:, :-1] / 0.7, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    g_full = torch.autograd.grad((full * mask[:, 1:]).sum(), model.lm_head.weight)[0]
+    assert torch.allclose(g_mine, g_full, atol=1e-5)
