@@ -61,7 +61,7 @@ def test_grpo_raises_exact_match_on_arithmetic_from_sft(ray_local, arithmetic, t
     results = run_rl("grpo", cfg, **QUIET)
     before, after = results["initial_eval"], results["final_eval"]
     # 32 prompts x 8 draws with the same seeds before and after: a paired comparison (measured:
-    # 0.39 -> 0.50 sampled, 0.66 -> 0.72 greedy)
+    # 0.39 -> 0.51 sampled, 0.66 -> 0.75 greedy)
     assert after["eval_sampled_exact_match"] >= before["eval_sampled_exact_match"] + 0.06, (before, after)
     assert after["eval_exact_match"] >= before["eval_exact_match"], (before, after)
     rows = [json.loads(x) for x in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
@@ -217,8 +217,9 @@ def test_ppo_raises_reward_model_score_with_bounded_kl(ray_local, base_model, pr
     rows = list(_step_rows(tmp_path / "ppo").values())
     first, last = rows[:3], rows[-3:]
     mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
-    assert mean(last, "reward_mean") > mean(first, "reward_mean") + 0.5, [r["reward_mean"] for r in rows]
-    assert all(abs(r["kl"]) < 5.0 for r in rows), [r["kl"] for r in rows]  # nats per sequence
+    # measured: -0.08 -> 0.52 (means of the first and last three steps), KL at most 3.3 nats
+    assert mean(last, "reward_mean") > mean(first, "reward_mean") + 0.3, [r["reward_mean"] for r in rows]
+    assert all(abs(r["kl"]) < 8.0 for r in rows), [r["kl"] for r in rows]  # nats per sequence, kl_coef 0.05
     for key in ("value_loss", "value_mean", "non_score_reward", "clip_fraction"):
         assert all(key in r for r in rows), key
     assert (tmp_path / "ppo" / "checkpoint_00000012" / "critic" / "llmforge.json").exists()
