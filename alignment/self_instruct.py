@@ -390,8 +390,8 @@ def run_self_instruct(model_path: str, output_dir: str, config: SelfInstructConf
     (see the module docstring). `generate` replaces the model's generation (tests); the model
     is still resolved for the fingerprint. Returns results.json's record (+ "reused")."""
     from llmforge.common import fs
-    from llmforge.common.resume import ConflictError, Step, fingerprint
-    from training.sources import resolve_model
+    from llmforge.common.resume import fingerprint
+    from training.batch_generate import claim_output, generating_model
 
     config = config or SelfInstructConfig()
     if config.seed_tasks is None:
@@ -401,25 +401,13 @@ def run_self_instruct(model_path: str, output_dir: str, config: SelfInstructConf
     if len(seeds) < config.num_prompt_instructions - config.num_prompt_machine:
         raise UserError(f"--seed-tasks {config.seed_tasks}: {len(seeds)} tasks, fewer than the "
                         f"{config.num_prompt_instructions - config.num_prompt_machine} drawn per prompt")
-    source = resolve_model(model_path)
-    if source.kind != "causal_lm":
-        raise UserError(f"--model {model_path}: a {source.kind} model cannot generate text")
-    if source.tokenizer_path is None:
-        raise UserError(f"--model {model_path}: no tokenizer.json next to the weights")
+    source = generating_model(model_path)
     made_from = {"weights": source.weights_hash(), "tokenizer": source.tokenizer_sha256(), "seed_tasks": seeds_sha,
                  "options": _output_config(config)}
     fp = fingerprint(made_from)
-    step = Step(output_dir, marker=RESULTS_FILE, fingerprint=fp)
+    step, finished = claim_output(output_dir, made_from, overwrite, "self-instruct data made from another model, "
+                                  "seed file or options")
     filesystem, root = step.filesystem, step.path
-    try:
-        finished = step.refuse_other()
-    except ConflictError as err:
-        if not overwrite:
-            raise ConflictError(f"--output {output_dir} holds self-instruct data made from another model, seed file "
-                                f"or options ({RESULTS_FILE} fingerprint {err.found['fingerprint']}, this run {fp}); "
-                                f"pass --overwrite to replace it", err.found, err.expected) from None
-        finished = None
-        filesystem.delete_file(step.marker_path)
     if finished is not None:
         return {**finished, "reused": True}
 

@@ -238,11 +238,9 @@ def run_label(model_path: str, prompts_path: str, output_dir: str, judge: Judge 
     docstring). `judge` defaults to `config.judge`; `generate(prompts, keys) -> rows` replaces
     the policy's sampling (tests). Returns results.json's record (+ "reused")."""
     from llmforge.common import fs
-    from llmforge.common.resume import ConflictError, Step, fingerprint
     from llmforge.common.rows import file_stem
-    from training.batch_generate import read_prompts
+    from training.batch_generate import claim_output, generating_model, read_prompts
     from training.chat import as_messages
-    from training.sources import resolve_model
 
     config = config or LabelConfig()
     judge = judge if judge is not None else config.judge
@@ -260,28 +258,15 @@ def run_label(model_path: str, prompts_path: str, output_dir: str, judge: Judge 
     repeated = [x for x, n in Counter(ids).items() if n > 1]
     if repeated:
         raise UserError(f"--data {prompts_path}: id {repeated[0]!r} appears more than once; ids must be unique")
-    source = resolve_model(model_path)
-    if source.kind != "causal_lm":
-        raise UserError(f"--model {model_path}: a {source.kind} model cannot generate text")
-    if source.tokenizer_path is None:
-        raise UserError(f"--model {model_path}: no tokenizer.json next to the weights")
+    source = generating_model(model_path)
     from training.batch_generate import OUTPUT_OPTIONS
 
     made_from = {"weights": source.weights_hash(), "tokenizer": source.tokenizer_sha256(), "prompts": prompts_sha,
                  "judge": _judge_identity(judge), "samples": config.samples,
                  "options": options.model_dump(mode="json", include=set(OUTPUT_OPTIONS))}
-    fp = fingerprint(made_from)
-    step = Step(output_dir, marker=RESULTS_FILE, fingerprint=fp)
+    step, finished = claim_output(output_dir, made_from, overwrite, "labels made from another policy, prompt "
+                                  "file, judge or options")
     filesystem, root = step.filesystem, step.path
-    try:
-        finished = step.refuse_other()
-    except ConflictError as err:
-        if not overwrite:
-            raise ConflictError(f"--output {output_dir} holds labels made from another policy, prompt file, judge or "
-                                f"options ({RESULTS_FILE} fingerprint {err.found['fingerprint']}, this run {fp}); "
-                                f"pass --overwrite to replace them", err.found, err.expected) from None
-        finished = None
-        filesystem.delete_file(step.marker_path)
     if finished is not None:
         return {**finished, "reused": True}
 

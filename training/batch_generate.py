@@ -323,6 +323,36 @@ def read_prompts(path: str, options: GenerateOptions | None = None) -> tuple["pa
     return pa.table(columns), sha
 
 
+def generating_model(model_path: str):
+    """`--model` as a ModelSource that can generate: a causal LM with its tokenizer."""
+    from training.sources import resolve_model
+
+    source = resolve_model(model_path)
+    if source.kind != "causal_lm":
+        raise UserError(f"--model {model_path}: a {source.kind} model cannot generate text")
+    if source.tokenizer_path is None:
+        raise UserError(f"--model {model_path}: no tokenizer.json next to the weights")
+    return source
+
+
+def claim_output(output_dir: str, made_from: dict[str, Any], overwrite: bool, holds: str):
+    """(Step, its finished record or None) for an output made from `made_from`: a finished one
+    from the same inputs is returned for reuse; one from others is refused (ConflictError naming
+    `holds`, what it holds) unless `overwrite`, which clears its marker."""
+    from llmforge.common.resume import ConflictError, Step, fingerprint
+
+    step = Step(output_dir, marker=RESULTS_FILE, fingerprint=fingerprint(made_from))
+    try:
+        return step, step.refuse_other()
+    except ConflictError as err:
+        if not overwrite:
+            raise ConflictError(f"--output {output_dir} holds {holds} ({RESULTS_FILE} fingerprint "
+                                f"{err.found['fingerprint']}, this run {err.expected['fingerprint']}); pass "
+                                f"--overwrite to replace it", err.found, err.expected) from None
+        step.filesystem.delete_file(step.marker_path)
+        return step, None
+
+
 def run_generate(model_path: str, prompts_path: str, output_dir: str, options: GenerateOptions | None = None,
                  overwrite: bool = False) -> dict[str, Any]:
     """Generate for every prompt of a JSONL file into `output_dir`:
@@ -335,30 +365,16 @@ def run_generate(model_path: str, prompts_path: str, output_dir: str, options: G
 
     from llmforge.common import fs
     from llmforge.common.ray_session import init_ray
-    from llmforge.common.resume import ConflictError, Step, fingerprint
-    from training.sources import resolve_model
 
     options = options or GenerateOptions()
     # Everything the user can get wrong is checked before Ray or the weights are touched.
     table, prompts_sha = read_prompts(prompts_path, options)
-    source = resolve_model(model_path)
-    if source.kind != "causal_lm":
-        raise UserError(f"--model {model_path}: a {source.kind} model cannot generate text")
-    if source.tokenizer_path is None:
-        raise UserError(f"--model {model_path}: no tokenizer.json next to the weights")
+    source = generating_model(model_path)
     made_from = {"weights": source.weights_hash(), "tokenizer": source.tokenizer_sha256(), "prompts": prompts_sha,
                  "options": options.model_dump(mode="json", include=set(OUTPUT_OPTIONS))}
-    step = Step(output_dir, marker=RESULTS_FILE, fingerprint=fingerprint(made_from))
+    step, finished = claim_output(output_dir, made_from, overwrite, "generations made from another model, "
+                                  "prompt file or options")
     filesystem, root = step.filesystem, step.path
-    try:
-        finished = step.refuse_other()
-    except ConflictError as err:
-        if not overwrite:
-            raise ConflictError(f"--output {output_dir} holds generations made from another model, prompt file "
-                                f"or options ({RESULTS_FILE} fingerprint {err.found['fingerprint']}, this run "
-                                f"{err.expected['fingerprint']}); pass --overwrite to replace them",
-                                err.found, err.expected) from None
-        finished = None
     if finished is not None:
         return {**finished, "reused": True}
     # Unfinished or replaced: only what this function writes is removed.

@@ -59,6 +59,17 @@ def load_with_overrides(model, args: argparse.Namespace, flags: list[tuple[str, 
     return load_config(model, args.config, overrides, sources)
 
 
+def run_flags(args: argparse.Namespace) -> list[tuple[str, Any, str]]:
+    """The training verbs' --model, --data, --output as config overrides (after `existing` checks):
+    the output directory is run.storage_path / run.name."""
+    existing(args.model, "--model")
+    existing(args.data, "--data")
+    out = Path(args.output)
+    return [("model", args.model, f"--model {args.model}"), ("data.path", args.data, f"--data {args.data}"),
+            ("run.storage_path", str(out.parent), f"--output {args.output}"),
+            ("run.name", out.name, f"--output {args.output}")]
+
+
 def given(**values: Any) -> dict[str, Any]:
     """The keyword arguments the user gave (not None): the rest keep the callee's defaults."""
     return {k: v for k, v in values.items() if v is not None}

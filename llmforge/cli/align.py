@@ -3,9 +3,8 @@ pretraining machinery (DeepSpeed ZeRO under Ray Train, or --standalone)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from llmforge.cli._args import existing, key_value, load_with_overrides
+from llmforge.cli._args import key_value, load_with_overrides, run_flags
 
 HELP = "post-training: SFT, reward model, DPO, PPO, GRPO; synthetic instructions and AI-feedback labels"
 
@@ -19,13 +18,7 @@ VERBS = {
 def cmd_align(args) -> int:
     from alignment.job import config_class, run_align
 
-    existing(args.model, "--model")
-    existing(args.data, "--data")
-    out = Path(args.output)
-    flags = [("model", args.model, f"--model {args.model}"), ("data.path", args.data, f"--data {args.data}"),
-             ("run.storage_path", str(out.parent), f"--output {args.output}"),
-             ("run.name", out.name, f"--output {args.output}")]
-    cfg = load_with_overrides(config_class(args.verb), args, flags)  # validated before any work
+    cfg = load_with_overrides(config_class(args.verb), args, run_flags(args))  # validated before any work
     run_align(args.verb, cfg, standalone=args.standalone)
     return 0
 

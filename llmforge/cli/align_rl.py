@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from llmforge.cli._args import add_config_args, existing, load_with_overrides
+from llmforge.cli._args import add_config_args, existing, load_with_overrides, run_flags
 
 VERBS = {
     "grpo": "GRPO: G samples per prompt, group-normalised advantages, clipped objective (DAPO clip-higher, "
@@ -17,12 +16,7 @@ VERBS = {
 def cmd_rl(args) -> int:
     from alignment.rl_driver import config_class, run_rl
 
-    existing(args.model, "--model")
-    existing(args.data, "--data")
-    out = Path(args.output)
-    flags = [("model", args.model, f"--model {args.model}"), ("data.path", args.data, f"--data {args.data}"),
-             ("run.storage_path", str(out.parent), f"--output {args.output}"),
-             ("run.name", out.name, f"--output {args.output}")]
+    flags = run_flags(args)
     if args.reward is not None:
         flags.append(("reward.function", args.reward, f"--reward {args.reward}"))
     if args.reward_model is not None:
