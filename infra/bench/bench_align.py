@@ -535,7 +535,16 @@ def _warm_extensions(args, work: Path) -> float:
 def _run_group(args, work: Path, children: list[str]) -> dict[str, dict]:
     """Start `children` together, taking turns (or one after another with --sequential)."""
     keep = {"child", "work", "rounds", "only", "json", "t0", "baton", "sequential"}
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in keep and v is not None]
+    return run_children(args, work, children, __file__, keep, _child_result)
+
+
+def run_children(args, work: Path, children: list[str], script: str, keep: set[str], child_result) -> dict[str, dict]:
+    """Run `script --child NAME ...` for each of `children` with this run's flags (but `keep`),
+    together and taking turns (`Baton`) or one after another (--sequential); each child's
+    result is `child_result(name, its record)` (stdout, log, peak memory of its process tree)."""
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+             if k not in keep and v is not None and not isinstance(v, bool)]
+    flags += [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if k not in keep and v is True]
     groups = [[c] for c in children] if args.sequential else [children]
     results = {}
     for group in groups:
@@ -552,7 +561,7 @@ def _run_group(args, work: Path, children: list[str]) -> dict[str, dict]:
         for child in group:
             log = work / "logs" / f"{child}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
-            argv = [sys.executable, __file__, "--child", child, "--work", str(work), "--baton", str(baton),
+            argv = [sys.executable, script, "--child", child, "--work", str(work), "--baton", str(baton),
                     *flags, f"--t0={time.time()!r}"]
             out = log.open("w")
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=out, text=True,
@@ -576,7 +585,7 @@ def _run_group(args, work: Path, children: list[str]) -> dict[str, dict]:
                     pass_turn(baton, child)
                 del running[child]
                 try:
-                    results[child] = _child_result(child, r)
+                    results[child] = child_result(child, r)
                 except SystemExit:
                     _stop(running)
                     raise

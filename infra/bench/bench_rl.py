@@ -45,10 +45,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -404,57 +402,7 @@ def _run_group(args, work: Path, children: list[str]) -> dict[str, dict]:
     """bench_align's `_run_group` for this file: start `children` together, taking turns (or
     one after another with --sequential); returns each one's RESULT."""
     keep = {"child", "work", "only", "json", "t0", "baton", "sequential", "max_steps_planned"}
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-             if k not in keep and v is not None and not isinstance(v, bool)]
-    flags += [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if k not in keep and v is True]
-    groups = [[c] for c in children] if args.sequential else [children]
-    results = {}
-    for group in groups:
-        baton = work / "baton" / group[0]
-        baton.mkdir(parents=True, exist_ok=True)
-        (baton / "order.json").write_text(json.dumps(group))
-        (baton / "turn").write_text("")
-        fifos = []
-        for child in group:
-            os.mkfifo(baton / f"{child}.fifo")
-            fifos.append(os.open(baton / f"{child}.fifo", os.O_RDWR))
-        ba.pass_turn(baton, None)
-        running = {}
-        for child in group:
-            log = work / "logs" / f"{child}.log"
-            log.parent.mkdir(parents=True, exist_ok=True)
-            argv = [sys.executable, __file__, "--child", child, "--work", str(work), "--baton", str(baton),
-                    *flags, f"--t0={time.time()!r}"]
-            out = log.open("w")
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=out, text=True,
-                                    env=ba._child_env(args, work, child), cwd=REPO)
-            mem = ba.PeakMemory(proc.pid)
-            mem.start()
-            reader = threading.Thread(target=lambda p=proc, c=child: running[c].update(stdout=p.stdout.read()),
-                                      daemon=True)
-            running[child] = {"proc": proc, "mem": mem, "log": log, "file": out, "reader": reader}
-            reader.start()
-        while running:
-            for child, r in list(running.items()):
-                if r["proc"].poll() is None:
-                    continue
-                r["reader"].join()
-                r["mem"].stop.set()
-                r["mem"].join()
-                r["file"].close()
-                (baton / f"{child}.done").touch()
-                if (baton / "turn").read_text() == child:  # it died holding the turn
-                    ba.pass_turn(baton, child)
-                del running[child]
-                try:
-                    results[child] = _child_result(child, r)
-                except SystemExit:
-                    ba._stop(running)
-                    raise
-            time.sleep(0.2)
-        for fd in fifos:
-            os.close(fd)
-    return results
+    return ba.run_children(args, work, children, __file__, keep, _child_result)
 
 
 def _child_result(child: str, r: dict) -> dict:
