@@ -189,3 +189,48 @@ def test_policy_logprobs_at_completion_positions_equal_the_full_softmax():
     full = torch.log_softmax(model(ids)[:, :-1] / 0.7, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
     g_full = torch.autograd.grad((full * mask[:, 1:]).sum(), model.lm_head.weight)[0]
     assert torch.allclose(g_mine, g_full, atol=1e-5)
+
+
+def test_trainer_update_one_big_batch_equals_accumulated_micro_batches(tmp_path):
+    """The policy trainer itself (DeepSpeed ZeRO-2, one rank): 24 sequences of uneven lengths
+    as one micro-batch, or as 4 accumulated micro-batches of at most 6 — the same global grad
+    norm and the same weights after the step (per-micro-batch averaging changes both)."""
+    import numpy as np
+
+    from alignment.rl_driver import Slots, config_class
+    from alignment.rl_workers import PolicyTrainer
+    from llmforge.common.config import load_config
+    from tests.support.tiny_checkpoint import tiny_checkpoint
+    from training.loop import _free_port
+    from training.sources import resolve_model
+
+    ckpt, _, _ = tiny_checkpoint(tmp_path / "m")
+    rng = np.random.default_rng(0)
+    n, width = 24, 20
+    lengths = rng.integers(6, width + 1, n)
+    ids = rng.integers(0, 300, (n, width))
+    mask = np.zeros((n, width), dtype=np.int64)
+    for i, length in enumerate(lengths):
+        ids[i, length:] = 0
+        mask[i, 4:length] = 1  # a 4-token prompt, then the completion
+    adv = rng.normal(size=n).astype(np.float32)
+    arrays = {"ids": ids, "mask": mask, "advantages": adv[:, None] * mask[:, 1:].astype(np.float32)}
+    results = {}
+    for micro in (24, 6):
+        cfg = load_config(config_class("grpo"), None, {
+            "model": str(ckpt), "data.path": "unused.jsonl", "reward.function": "math", "group_size": 4,
+            "train.prompts_per_step": 6, "train.micro_batch_size": micro, "train.zero_stage": 2, "optim.lr": 0.1,
+            "optim.eps": 1.0})  # Adam's eps >> |g|: the step is ~lr x g, so weights compare like gradients
+        worker = PolicyTrainer("grpo", cfg.model_dump(mode="json"), 0, 1, 1, {})
+        worker.setup("127.0.0.1", _free_port(), None)
+        assert worker.accum == 24 // micro
+        slots = Slots(lengths.tolist(), 1, worker.accum, micro)
+        metrics = worker.update(slots.split(arrays)[0], float(mask[:, 1:].sum()))
+        results[micro] = (metrics["grad_norm"], worker.weights())
+    (norm_one, w_one), (norm_acc, w_acc) = results[24], results[6]
+    assert np.isfinite(norm_one) and norm_one > 0
+    assert norm_acc == pytest.approx(norm_one, rel=1e-5)
+    start = resolve_model(ckpt).state_dict()
+    assert any(not torch.equal(w_one[k], start[k]) for k in w_one)
+    for key in w_one:
+        assert torch.allclose(w_one[key], w_acc[key], rtol=0, atol=1e-7), key
