@@ -81,12 +81,23 @@ def _submit(cmd: list[str], env: dict[str, str]) -> str:
     return log
 
 
+# Every metric name a scrape of this module's head returned (the dashboard test reads them).
+SCRAPED: set[str] = set()
+
+
+def _scrape(metrics_url: str) -> str:
+    text = ""
+    with contextlib.suppress(OSError):
+        text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    SCRAPED.update(line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and line[0] != "#")
+    return text
+
+
 def _metric_lines(metrics_url: str, name: str, timeout: float = 60) -> list[str]:
     deadline, text = time.time() + timeout, ""
     while name not in text and time.time() < deadline:
         time.sleep(2)
-        with contextlib.suppress(OSError):
-            text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+        text = _scrape(metrics_url)
     return [line for line in text.splitlines() if line.startswith((f"ray_{name}", name))]
 
 
@@ -106,13 +117,8 @@ def test_data_run_as_a_ray_job(ray_head, tmp_path):
     assert stats["documents_out"] > 0 and stats["inputs"] == 1
 
     # llmforge's counters reach the node's Prometheus endpoint (what the dashboard graphs).
-    deadline, text = time.time() + 60, ""
-    while "llmforge_data_documents_kept" not in text and time.time() < deadline:
-        time.sleep(2)
-        with contextlib.suppress(OSError):
-            text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    kept = [line for line in text.splitlines() if line.startswith("ray_llmforge_data_documents_kept")
-            or line.startswith("llmforge_data_documents_kept")]
+    kept = _metric_lines(metrics_url, "llmforge_data_documents_kept")
+    text = _scrape(metrics_url)
     assert kept, "llmforge_data_documents_kept never appeared on the metrics endpoint"
     # The sink counts what the per-document stages keep (dedup comes after, in corpus stages).
     per_document_out = next(s["out"] for s in stats["stages"] if s["stage"] == "pii")
@@ -177,12 +183,33 @@ def test_align_grpo_as_a_ray_job(ray_head, tmp_path):
     cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
            "--runtime-env-json", json.dumps({"excludes": [".venv", ".venv-peer", "runs", ".git"]}),
            "--", "llmforge", "align", "grpo", "--model", str(model), "--data", str(prompts), "--output", str(out),
-           "--reward", "math", "--set", "train.max_steps=2", "--set", "group_size=4", "--set",
-           "train.prompts_per_step=4", "--set", "rollout.max_new_tokens=8", "--set", "data.eval_samples=0"]
+           "--reward", "tests.support.rewards:completion_length", "--set", "train.max_steps=2", "--set",
+           "group_size=4", "--set", "train.prompts_per_step=4", "--set", "rollout.max_new_tokens=8",
+           "--set", "data.eval_samples=0"]
     log = _submit(cmd, env)
     assert "grpo: done" in log and "step 2/2" in log
     results = json.loads((out / "results.json").read_text())
-    # a random model never writes "#### N": every group's rewards are equal, no update is made
-    assert results["steps"] == 2 and results["counters"]["constant_groups"] == 8
-    assert results["counters"]["skipped_updates"] == 2 and results["final"]["policy_version"] == 0
-    assert _metric_lines(metrics_url, "llmforge_train_reward_mean"), "the reward gauge never appeared"
+    assert results["steps"] == 2 and results["final"]["policy_version"] == 2
+    assert results["counters"]["skipped_updates"] == 0
+    for name in ("llmforge_train_reward_mean", "llmforge_train_entropy", "llmforge_train_time_sync"):
+        assert _metric_lines(metrics_url, name), f"{name} never appeared"
+
+
+def test_grafana_dashboard_queries_name_metrics_the_jobs_export(ray_head):
+    """infra/monitoring/grafana_llmforge.json: every panel's query names a metric the scrape of
+    this module's jobs (data, DPO, eval, GRPO) returned."""
+    import re
+
+    _, _, metrics_url = ray_head
+    if not any(name.startswith(("ray_llmforge_", "llmforge_")) for name in SCRAPED):
+        pytest.skip("needs this module's job tests to have run first (their scrapes)")
+    _scrape(metrics_url)
+    dashboard = json.loads((REPO / "infra" / "monitoring" / "grafana_llmforge.json").read_text())
+    queried = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            names = re.findall(r"\b(?:ray_)?llmforge_[a-z_]+", target["expr"])
+            assert names, (panel["title"], target["expr"])
+            queried.update(names)
+    assert sorted(queried - SCRAPED) == [], f"never scraped; scraped: {sorted(n for n in SCRAPED if 'llmforge' in n)}"
+    assert len(queried) >= 12
