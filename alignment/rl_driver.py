@@ -7,7 +7,7 @@
                                                                            here in the driver, as veRL's rule
                                                                            rewards: no model, no round trip)
       (PPO) old log-probs, values ---------->  PolicyTrainer x N, CriticTrainer x N
-      advantages (GRPO groups / PPO GAE)
+      advantages (alignment/grpo.py: groups; alignment/ppo.py: KL-penalised rewards, GAE)
       updates ------------------------------>  PolicyTrainer x N (DeepSpeed), CriticTrainer x N
       weights of version v+1 --------------->  Rollout (every rollout batch records its version)
 
@@ -39,7 +39,9 @@ import numpy as np
 
 from llmforge.common.errors import ConfigError, UserError
 
-ALGORITHMS = {"grpo": "alignment.rl_config:GRPOConfig", "ppo": "alignment.rl_config:PPOConfig"}
+# algorithm -> (its config class, its module: advantages and what the step needs; see alignment.grpo)
+ALGORITHMS = {"grpo": ("alignment.rl_config:GRPOConfig", "alignment.grpo"),
+              "ppo": ("alignment.rl_config:PPOConfig", "alignment.ppo")}
 PROMPT_FIELDS = ("prompt", "context", "question", "instruction")
 STATE_FILE = "rl_state.json"
 CRITIC_DIR = "critic"
@@ -51,7 +53,7 @@ def config_class(algorithm: str):
 
     if algorithm not in ALGORITHMS:
         raise UserError(f"unknown RL algorithm {algorithm!r} ({', '.join(ALGORITHMS)})")
-    module, _, name = ALGORITHMS[algorithm].partition(":")
+    module, _, name = ALGORITHMS[algorithm][0].partition(":")
     return getattr(importlib.import_module(module), name)
 
 
@@ -335,7 +337,10 @@ class RLRun:
         from training.sources import resolve_model
         from training.trainer import run_dir
 
+        import importlib
+
         self.algorithm, self.cfg, self.log, self.hooks = algorithm, cfg, log, hooks
+        self.algo = importlib.import_module(ALGORITHMS[algorithm][1])
         self.out = run_dir(cfg)
         self.policy = resolve_model(cfg.model)
         if self.policy.kind != "causal_lm":
@@ -429,10 +434,25 @@ class RLRun:
 
         start = time.perf_counter()
         refs = self.groups.export_weights()
-        self.weights_ref = refs[0]  # passed on unresolved: each actor fetches it from the object store
-        ray.get([a.set_weights.remote(self.weights_ref, version) for a in self.groups.rollout] + refs[1:])
-        self.version = version
+        ray.get(refs[1:])  # the other ranks' part of a ZeRO-3 gather (a dead trainer raises here)
+        self.install_weights(refs[0], version,
+                             [a.set_weights.remote(refs[0], version) for a in self.groups.rollout])
         return time.perf_counter() - start
+
+    def install_weights(self, weights_ref, version: int, pending: list) -> None:
+        """Wait for the rollout actors' `set_weights` calls (`pending`, one per actor); one that
+        died meanwhile is replaced and given the weights. Then `version` is current."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        for i, ref in enumerate(pending):
+            try:
+                ray.get(ref)
+            except RayActorError:
+                self.counters["rollout_restarts"] += 1
+                self.log(f"rollout actor {i} died taking weights of version {version}; restarting it")
+                ray.get(self.groups.start_rollout(i).set_weights.remote(weights_ref, version))
+        self.weights_ref, self.version = weights_ref, version
 
     # -------------------------------------------------------------- rollout
 
@@ -542,25 +562,17 @@ class RLRun:
         import ray
         import torch
 
-        from alignment.pg_losses import aggregate, gae, group_advantages, kl_estimate, whiten
+        from alignment.pg_losses import aggregate, kl_estimate
 
-        cfg = self.cfg
+        cfg, algo = self.cfg, self.algo
         samples, t_gen, generated = self.rollout_step(step)
         t_gen_actors = self.last_actor_seconds
         t0 = time.perf_counter()
         self.score_rewards(samples)
         rewards = torch.tensor([np.nan if s.reward is None else s.reward for s in samples], dtype=torch.float64)
-        row: dict[str, Any] = {}
-        if self.algorithm == "grpo":
-            adv, constant = group_advantages(rewards, cfg.group_size, cfg.advantage_scale)
-            self.counters["groups"] += len(constant)
-            self.counters["constant_groups"] += int(constant.sum())
-            keep_group = ~constant if cfg.filter_constant_groups else torch.ones_like(constant)
-            keep = [i for i, s in enumerate(samples) if s.reward is not None and keep_group[i // cfg.group_size]]
-            row["constant_groups"] = int(constant.sum())
-        else:
-            adv = None
-            keep = [i for i, s in enumerate(samples) if s.reward is not None]
+        keep, adv, row, counters = algo.select(rewards, cfg)
+        for key, value in counters.items():
+            self.counters[key] += value
         valid = rewards[~torch.isnan(rewards)]
         row.update(reward_mean=float(valid.mean()) if len(valid) else float("nan"),
                    reward_std=float(valid.std()) if len(valid) > 1 else 0.0,
@@ -578,43 +590,23 @@ class RLRun:
         m = arrays["mask"][:, 1:].astype(np.float32)
         slots = Slots([len(s.prompt.ids) + len(s.tokens) for s in kept], self.groups.world,
                       cfg.accumulation(self.groups.world), cfg.train.micro_batch_size)
-        calls = {}
-        if self.groups.reference is not None:
-            calls["ref_logp"] = self.groups.reference.score.remote(arrays)
-        ref_logp = ray.get(calls["ref_logp"]) if calls else None
-        if self.algorithm == "ppo" or cfg.train.update_epochs > 1:
+        ref = self.groups.reference.score.remote(arrays) if self.groups.reference is not None else None
+        if algo.needs_old_logp(cfg):
             arrays["old_logp"] = self.trainer_scores("policy", slots, arrays)
-        if ref_logp is not None:
-            arrays["ref_logp"] = ref_logp.astype(np.float32)
-            base = torch.from_numpy(arrays.get("old_logp", ref_logp))
+        values = self.trainer_scores("critic", slots, arrays) if algo.needs_values else None
+        if ref is not None:
+            arrays["ref_logp"] = ray.get(ref).astype(np.float32)
+            base = torch.from_numpy(arrays.get("old_logp", arrays["ref_logp"]))
             kl = kl_estimate(base, torch.from_numpy(arrays["ref_logp"]), "k1") * torch.from_numpy(m)
             row["kl"] = float(kl.sum(1).mean())  # per sequence, summed over its tokens (TRL's objective/kl)
-        if self.algorithm == "grpo":
-            per_seq = adv[keep].numpy().astype(np.float32)
-            arrays["advantages"] = per_seq[:, None] * m
-        else:
-            values = self.trainer_scores("critic", slots, arrays)
-            kl = torch.zeros(m.shape)
-            if "ref_logp" in arrays:
-                kl = kl_estimate(torch.from_numpy(arrays["old_logp"]), torch.from_numpy(arrays["ref_logp"]),
-                                 cfg.kl_estimator) * torch.from_numpy(m)
-            token_rewards = -cfg.kl_coef * kl
-            last = torch.from_numpy(m).cumsum(1).argmax(1)  # the last completion token of each row
-            scores = torch.tensor([s.reward for s in kept], dtype=torch.float32)
-            token_rewards[torch.arange(len(kept)), last] += scores
-            advantages, returns = gae(token_rewards, torch.from_numpy(values), torch.from_numpy(m), cfg.gamma, cfg.lam)
-            if cfg.whiten_advantages:
-                advantages = whiten(advantages, torch.from_numpy(m))
-            arrays.update(advantages=advantages.numpy().astype(np.float32), returns=returns.numpy().astype(np.float32),
-                          old_values=(values * m).astype(np.float32))
-            row["non_score_reward"] = float(token_rewards.sum(1).mean() - scores.mean())
-            row["value_mean"] = float((values * m).sum() / m.sum())
+        scores = torch.tensor([s.reward for s in kept], dtype=torch.float32)
+        row.update(algo.advantages(adv, keep, scores, arrays, m, cfg, values))
         t_score = time.perf_counter() - t0
         for hook in self.hooks:
             hook("before_update", step, self)
         t1 = time.perf_counter()
         mask_t = torch.from_numpy(m)
-        mode = cfg.loss_aggregation if self.algorithm == "grpo" else "token-mean"
+        mode = algo.aggregation(cfg)
         denominator = float(aggregate(torch.zeros_like(mask_t), mask_t, mode, cfg.rollout.max_new_tokens)[1])
         sums: dict[str, float] = {}
         set_refs: list = []
@@ -623,8 +615,7 @@ class RLRun:
             refs, weight_refs = self.update("policy", slots, arrays, denominator, export=last)
             if last:  # the new weights go on to the rollout actors straight from the object store
                 set_refs = [a.set_weights.remote(weight_refs[0], self.version + 1) for a in self.groups.rollout]
-                set_refs += weight_refs[1:]
-            if self.algorithm == "ppo":
+            if algo.needs_values:
                 refs += self.update("critic", slots, arrays, float(m.sum()))[0]
             parts = ray.get(refs)
             grad_norm = parts[0].pop("grad_norm")  # rank 0 of the policy: the global norm
@@ -643,8 +634,8 @@ class RLRun:
             row["value_loss"] = sums["value_loss"] / value_tokens
             row["value_clip_fraction"] = sums["value_clipped"] / value_tokens
         t2 = time.perf_counter()
-        ray.get(set_refs)
-        self.weights_ref, self.version = weight_refs[0], self.version + 1
+        ray.get(weight_refs[1:])
+        self.install_weights(weight_refs[0], self.version + 1, set_refs)
         t_sync = time.perf_counter() - t2  # what the weight transfer adds after the update
         row.update(time_generation=t_gen, time_generation_in_actors=t_gen_actors, time_scoring=t_score,
                    time_training=t_train, time_sync=t_sync,
