@@ -26,16 +26,15 @@ def test_loss_only_on_assistant_tokens(chat):
     enc = chat.encode(messages)
     trained = [t for t, m in zip(enc.ids, enc.mask) if m]
     # Exactly the two replies and their end-of-turn tokens; nothing of system, user or headers.
-    expected = []
-    for reply in ("Hi there.", "Hi again."):
-        expected += chat.tokenizer.encode(reply, add_special_tokens=False).ids + [chat.end_id]
-    assert trained == expected
+    replies = [chat.tokenizer.encode(reply, add_special_tokens=False).ids + [chat.end_id]
+               for reply in ("Hi there.", "Hi again.")]
+    assert trained == replies[0] + replies[1]
     untrained = chat.decode([t for t, m in zip(enc.ids, enc.mask) if not m])
     assert "Be brief." in untrained and "Say hi." in untrained and "Again?" in untrained
     assert "Hi there" not in untrained
     # A preference completion trains only the last reply.
     last = chat.encode(messages, train_on="last")
-    assert [t for t, m in zip(last.ids, last.mask) if m] == expected[len(expected) // 2:]
+    assert [t for t, m in zip(last.ids, last.mask) if m] == replies[1]
 
 
 def test_sft_truncation_counted_and_policy_applied(chat):
