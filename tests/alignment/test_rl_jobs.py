@@ -102,9 +102,12 @@ def uninterrupted(ray_local, arithmetic, tmp_path_factory):
 
 
 def _fault_config(sft, prompts, out, **sets):
+    # Constant groups are kept (advantage 0) so that every step updates whatever the warm start
+    # answers: the steps' losses are then there to compare.
     return rl_config("grpo", sft, prompts, out, **{
         "reward.function": "math", "train.max_steps": 4, "train.prompts_per_step": 4, "group_size": 4,
-        "train.micro_batch_size": 8, "optim.lr": 5e-4, "train.checkpoint_every": 2, "data.eval_samples": 0, **sets})
+        "train.micro_batch_size": 8, "optim.lr": 5e-4, "train.checkpoint_every": 2, "data.eval_samples": 0,
+        "filter_constant_groups": False, **sets})
 
 
 def _step_rows(out: Path) -> dict[int, dict]:
