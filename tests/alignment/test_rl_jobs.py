@@ -56,12 +56,13 @@ def test_grpo_raises_exact_match_on_arithmetic_from_sft(ray_local, arithmetic, t
     sft, prompts = arithmetic
     cfg = rl_config("grpo", sft, prompts, tmp_path / "grpo", **{
         "reward.function": "math", "train.max_steps": 30, "train.prompts_per_step": 32, "group_size": 8,
-        "train.micro_batch_size": 64, "optim.lr": 5e-4, "data.eval_path": str(prompts), "data.eval_samples": 8,
+        "train.micro_batch_size": 64, "optim.lr": 2e-4, "data.eval_path": str(prompts), "data.eval_samples": 8,
         "train.checkpoint_every": 15})
     results = run_rl("grpo", cfg, **QUIET)
     before, after = results["initial_eval"], results["final_eval"]
     # 32 prompts x 8 draws with the same seeds before and after: a paired comparison (measured:
-    # 0.39 -> 0.51 sampled, 0.66 -> 0.75 greedy)
+    # sampled 0.39 -> 0.50, greedy 0.66 -> 0.72 with the real-text base; 0.48 -> 0.57 and
+    # 0.81 -> 0.94 with the generated-text base of a checkout without ../shared/data)
     assert after["eval_sampled_exact_match"] >= before["eval_sampled_exact_match"] + 0.06, (before, after)
     assert after["eval_exact_match"] >= before["eval_exact_match"], (before, after)
     rows = [json.loads(x) for x in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
@@ -203,7 +204,7 @@ def test_ppo_raises_reward_model_score_with_bounded_kl(ray_local, base_model, pr
 
     rm = tmp_path / "rm"
     run_align("reward", align_config("reward", base_model, preference_file, rm, **{
-        "data.val_fraction": 0.0, "train.micro_batch_size": 16, "train.max_steps": 40}), standalone=True, **QUIET)
+        "data.val_fraction": 0.0, "train.micro_batch_size": 16, "train.max_steps": 80}), standalone=True, **QUIET)
     pairs = preference_task(600, seed=3)
     mixed = [Conversation(p.id, [*p.prompt, {"role": "assistant", "content": p.chosen if i % 2 else p.rejected}])
              for i, p in enumerate(pairs)]
@@ -214,18 +215,19 @@ def test_ppo_raises_reward_model_score_with_bounded_kl(ray_local, base_model, pr
     prompts = _write([{"id": p.id, "prompt": p.prompt[0]["content"]} for p in preference_task(64, seed=9)],
                      tmp_path / "prompts.jsonl")
     cfg = rl_config("ppo", sft, prompts, tmp_path / "ppo", **{
-        "reward.model": str(rm), "train.max_steps": 12, "train.prompts_per_step": 16, "train.micro_batch_size": 16,
+        "reward.model": str(rm), "train.max_steps": 16, "train.prompts_per_step": 32, "train.micro_batch_size": 32,
         "rollout.max_new_tokens": 12, "optim.lr": 3e-4, "kl_coef": 0.05})
     results = run_rl("ppo", cfg, **QUIET)
     rows = list(_step_rows(tmp_path / "ppo").values())
-    first, last = rows[:3], rows[-3:]
+    first, last = rows[:4], rows[-4:]
     mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
-    # measured: -0.08 -> 0.52 (means of the first and last three steps), KL at most 3.3 nats
-    assert mean(last, "reward_mean") > mean(first, "reward_mean") + 0.3, [r["reward_mean"] for r in rows]
+    # measured (means of the first and last four steps): -0.30 -> 1.26 with the real-text base,
+    # -0.12 -> 0.19 with the generated-text base of a checkout without ../shared/data; KL <= 4.1
+    assert mean(last, "reward_mean") > mean(first, "reward_mean") + 0.2, [r["reward_mean"] for r in rows]
     assert all(abs(r["kl"]) < 8.0 for r in rows), [r["kl"] for r in rows]  # nats per sequence, kl_coef 0.05
     for key in ("value_loss", "value_mean", "non_score_reward", "clip_fraction"):
         assert all(key in r for r in rows), key
-    assert (tmp_path / "ppo" / "checkpoint_00000012" / "critic" / "llmforge.json").exists()
+    assert (tmp_path / "ppo" / "checkpoint_00000016" / "critic" / "llmforge.json").exists()
     assert results["counters"]["trainer_restarts"] == 0
 
 

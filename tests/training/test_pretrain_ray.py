@@ -55,7 +55,7 @@ def test_killed_worker_restarts_from_the_last_checkpoint(reference_run, text_sha
         assert resumed[step] == pytest.approx(loss, abs=1e-4), (step, resumed[step], loss)
 
 
-@pytest.mark.parametrize("stage", [2, 3])
+@pytest.mark.parametrize("stage", [3])  # the harder conversion (weights partitioned too); 2 left out for time
 def test_resume_on_another_worker_count(reference_run, text_shards, tmp_path, stage):
     """2 workers write a partitioned checkpoint; 1 worker resumes it through the universal format.
     ZeRO-3 partitions the weights too, so its conversion is the harder one. The reference ran
@@ -73,7 +73,7 @@ def test_resume_on_another_worker_count(reference_run, text_shards, tmp_path, st
         assert resumed[step] == pytest.approx(loss, abs=1e-3), (step, resumed[step], loss)
 
 
-@pytest.mark.parametrize("stage", [2, 3])
+@pytest.mark.parametrize("stage", [3])  # stage 2 (the default) trains in the restart and resume tests
 def test_zero_stage_loss_goes_down(ray_local, text_shards, tmp_path, stage):
     shards, real = text_shards
     last = run_pretrain(_config(shards, tmp_path, f"zero{stage}", zero_stage=stage), log=lambda *_: None)
