@@ -23,7 +23,7 @@ chat template, so `apply_chat_template` gives llmforge's prompt ids; the setup c
    rollout batch, i.e. TRL per_device_train_batch_size = prompts x group,
    gradient_accumulation_steps 1, steps_per_generation 1, num_iterations 1):
      llmforge  `alignment.rl_driver.run_rl("grpo")` on a local Ray (num_cpus = --threads):
-               Rollout actor (KV-cache sampling), Reward actor, PolicyTrainer (DeepSpeed ZeRO-0),
+               Rollout actor (KV-cache sampling), PolicyTrainer (DeepSpeed ZeRO-0), the reward in the driver,
                colocated, --threads torch threads each; filter_constant_groups off so both
                sides train on every sequence (--filter-constant-groups: llmforge's default).
      TRL       GRPOTrainer (transformers `generate`, sampling) with the `math` reward wrapped as a
@@ -464,7 +464,7 @@ def _grpo_report(args, setup: dict, best: dict) -> dict:
           f"{s['time_training'] * 1000:.0f} + sync {s['time_sync'] * 1000:.0f} + other {other * 1000:.0f} ms; "
           f"TRL median step {_median(trl['step_s']) * 1000:.0f} ms")
     print("llmforge start-up: " + ", ".join(f"{k} {v:.1f} s" for k, v in lf["startup_split"].items()) +
-          " (actors: Rollout, Reward and the DeepSpeed PolicyTrainer started and loaded)")
+          " (actors: Rollout and the DeepSpeed PolicyTrainer started and loaded; the math reward runs in the driver)")
     print(f"mean rollout reward over the steady steps (math: 1 correct, 0.1 format only, 0 none): llmforge "
           f"{lf['reward_mean']:.3f}, TRL {trl['reward_mean']:.3f}; same prompts per step, different random draws; "
           f"sequences trained per step (llmforge): {sorted(set(lf['sequences_trained']))}")
