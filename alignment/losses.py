@@ -146,8 +146,11 @@ def sequence_logprobs(
             f"sequence_logprobs wants logits (B, T, V), ids and mask (B, T); got {tuple(logits.shape)}, "
             f"{tuple(ids.shape)}, {tuple(mask.shape)}"
         )
-    per_token = masked_token_logprobs(logits, ids, mask)
-    return per_token.sum(dim=1), mask[:, 1:].bool().sum(dim=1)
+    scored = mask[:, 1:].bool()
+    rows, cols = scored.nonzero(as_tuple=True)
+    picked = _PickedLogprobs.apply(logits, rows, cols, ids[rows, cols + 1].long())
+    per_token = picked.new_zeros(scored.shape).index_put((rows, cols), picked)
+    return per_token.sum(dim=1), scored.sum(dim=1)
 
 
 def selected_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -155,16 +158,6 @@ def selected_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     with :class:`_PickedLogprobs`' chunked float32 normalisation and single backward."""
     positions = torch.arange(logits.shape[0], device=logits.device)
     return _PickedLogprobs.apply(logits.unsqueeze(0), torch.zeros_like(positions), positions, targets.long())
-
-
-def masked_token_logprobs(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-token log-probs (B, T - 1), float32: entry [b, t] is log p(ids[b, t + 1]) where
-    ``mask[b, t + 1]`` is set, 0 elsewhere. Same arguments, shift and economy as
-    :func:`sequence_logprobs` (which sums these); the online RL losses use them per token."""
-    scored = mask[:, 1:].bool()
-    rows, cols = scored.nonzero(as_tuple=True)
-    picked = _PickedLogprobs.apply(logits, rows, cols, ids[rows, cols + 1].long())
-    return picked.new_zeros(scored.shape).index_put((rows, cols), picked)
 
 
 # ---------------------------------------------------------------------------

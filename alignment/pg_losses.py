@@ -150,13 +150,12 @@ def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: 
     return 0.5 * torch.maximum(plain, clipped), (clipped > plain).float()
 
 
-def entropy_sum(logits: torch.Tensor, mask: torch.Tensor, chunk_rows: int = 4096) -> torch.Tensor:
-    """Sum over masked positions of the entropy of softmax(logits) (no gradient), float32,
-    `chunk_rows` positions at a time."""
+def entropy_sum(logits: torch.Tensor, chunk_rows: int = 4096) -> torch.Tensor:
+    """Sum over the rows of `logits` (N, V) of the entropy of their softmax (no gradient),
+    float32, `chunk_rows` rows at a time."""
     with torch.no_grad():
-        rows = logits[mask.bool()]
         total = torch.zeros((), dtype=torch.float32, device=logits.device)
-        for s in range(0, rows.shape[0], chunk_rows):
-            lp = torch.log_softmax(rows[s:s + chunk_rows].float(), dim=-1)
+        for s in range(0, logits.shape[0], chunk_rows):
+            lp = torch.log_softmax(logits[s:s + chunk_rows].float(), dim=-1)
             total += -(lp.exp() * lp).sum()
         return total

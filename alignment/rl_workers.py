@@ -12,7 +12,7 @@ in a placement group and is the only one that calls them.
 
 Batches travel as dicts of numpy arrays: `ids` (B, L) prompt + completion, right-padded; `mask`
 (B, L) 1 on completion tokens; per-token arrays (B, L - 1) aligned with `ids[:, 1:]` (the token
-each position predicts), as `alignment.losses.masked_token_logprobs` lays them out.
+each position predicts).
 """
 from __future__ import annotations
 
@@ -193,7 +193,7 @@ class TrainerWorker:
             metrics["kl_loss"] = (kl.detach() * m).sum()
         numerator, _ = aggregate(per_token, m, mode, cfg.rollout.max_new_tokens)
         metrics["policy_loss"] = (per_token.detach() * m).sum()
-        metrics["entropy"] = entropy_sum(logits, torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device))
+        metrics["entropy"] = entropy_sum(logits)  # the completion positions' logits only
         return numerator, metrics
 
     # ------------------------------------------------------------------ weights and checkpoints
