@@ -71,13 +71,17 @@ class TrainerWorker:
         self.algorithm, self.rank, self.world = algorithm, rank, world
         _set_threads(threads)
         self.engine = None
+        self.store = None
 
     def address(self) -> tuple[str, int]:
+        """Rank 0: open the group's rendezvous store on a port of its own choosing; where it is."""
         import ray
 
-        from training.loop import _free_port
+        from training.loop import rendezvous_store
 
-        return ray.util.get_node_ip_address(), _free_port()
+        host = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
+        self.store = rendezvous_store(host, 0, self.world, True)
+        return host, self.store.port
 
     def pid(self) -> int:
         return os.getpid()
@@ -95,13 +99,14 @@ class TrainerWorker:
         import deepspeed
 
         from training.checkpoint import DS_DIR, TAG
-        from training.loop import _device, _init_distributed, deepspeed_config, param_groups
+        from training.loop import _device, _init_distributed, deepspeed_config, param_groups, rendezvous_store
         from training.schedule import lr_factor
 
         os.environ.update({"RANK": str(self.rank), "WORLD_SIZE": str(self.world), "LOCAL_RANK": "0",
                            "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)})
         self.device = _device(self.cfg)
-        _init_distributed(self.device)
+        store = self.store or rendezvous_store(master_addr, master_port, self.world, self.rank == 0)
+        _init_distributed(self.device, store)
         torch.manual_seed(self.cfg.train.seed)
         source, kind = self._source()
         model = _quiet_build(source, kind, "cpu").train()

@@ -36,6 +36,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def rendezvous_store(host: str, port: int, world: int, is_master: bool):
+    """The TCP store a process group meets at. The master binds port 0 when `port` is 0: a port
+    picked first and bound later can be taken in between by an outgoing connection (EADDRINUSE
+    seen under Ray), so the store's own bind chooses it and `.port` says which it got."""
+    import torch.distributed as dist
+
+    return dist.TCPStore(host, port, world, is_master, wait_for_workers=False)
+
+
 def _under_ray_train() -> bool:
     try:
         import ray.train
@@ -46,18 +55,43 @@ def _under_ray_train() -> bool:
         return False
 
 
-def _init_distributed(device: torch.device) -> tuple[int, int]:
+LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@contextlib.contextmanager
+def launcher_env_restored():
+    """Takes back the launcher variables a group set up in this process wrote, so that a
+    subprocess started later (a test, a data job) does not inherit a MASTER_PORT this process
+    listens on."""
+    before = {k: os.environ.get(k) for k in LAUNCHER_ENV}
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _init_distributed(device: torch.device, store=None) -> tuple[int, int]:
+    """Join (or create) the default process group. `store` is a rendezvous store from
+    `rendezvous_store`; without one and without a launcher's MASTER_PORT, a one-process group."""
     import deepspeed
     import torch.distributed as dist
 
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized() and store is None and "MASTER_PORT" not in os.environ:
+        store = rendezvous_store("127.0.0.1", 0, 1, True)
+        os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port)})
     # What a launcher would set: without them DeepSpeed tries MPI discovery (and its engine
     # asserts LOCAL_RANK even when the process group exists from an earlier run).
-    launcher = [("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")]
-    if not dist.is_initialized():
-        launcher += [("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(_free_port()))]
-    for key, value in launcher:
+    for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
         os.environ.setdefault(key, value)
-    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
+    if not dist.is_initialized() and store is not None:
+        dist.init_process_group(backend, store=store, rank=int(os.environ["RANK"]),
+                                world_size=int(os.environ["WORLD_SIZE"]))
+    deepspeed.init_distributed(dist_backend=backend)
     return dist.get_rank(), dist.get_world_size()
 
 

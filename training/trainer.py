@@ -52,23 +52,13 @@ def run_training(cfg: TrainJobConfig, task: str, out: Path, standalone: bool = F
            "env": _worker_env(), "step_hooks": list(step_hooks)}
     try:
         if standalone:
-            from training.loop import train_worker
+            from training.loop import launcher_env_restored, train_worker
 
             job["checkpoint_root"], job["standalone"] = str(out), True
             # The one-process group stays up for the next standalone run in this process:
             # DeepSpeed keeps module-level handles to it that a destroyed group would break.
-            # The launcher variables the loop sets are taken back, so that a subprocess started
-            # later (a test, a data job) does not inherit a MASTER_PORT this process listens on.
-            launcher = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-            before = {k: os.environ.get(k) for k in launcher}
-            try:
+            with launcher_env_restored():
                 last = train_worker(job)
-            finally:
-                for key, value in before.items():
-                    if value is None:
-                        os.environ.pop(key, None)
-                    else:
-                        os.environ[key] = value
         else:
             last = _fit(cfg, job, log)
     except Exception:

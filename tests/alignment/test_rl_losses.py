@@ -201,7 +201,7 @@ def test_trainer_update_one_big_batch_equals_accumulated_micro_batches(tmp_path)
     from alignment.rl_workers import PolicyTrainer
     from llmforge.common.config import load_config
     from tests.support.tiny_checkpoint import tiny_checkpoint
-    from training.loop import _free_port
+    from training.loop import launcher_env_restored
     from training.sources import resolve_model
 
     ckpt, _, _ = tiny_checkpoint(tmp_path / "m")
@@ -222,7 +222,8 @@ def test_trainer_update_one_big_batch_equals_accumulated_micro_batches(tmp_path)
             "train.prompts_per_step": 6, "train.micro_batch_size": micro, "train.zero_stage": 2, "optim.lr": 0.1,
             "optim.eps": 1.0})  # Adam's eps >> |g|: the step is ~lr x g, so weights compare like gradients
         worker = PolicyTrainer("grpo", cfg.model_dump(mode="json"), 0, 1, 1, {})
-        worker.setup("127.0.0.1", _free_port(), None)
+        with launcher_env_restored():
+            worker.setup(*worker.address(), None)
         assert worker.accum == 24 // micro
         slots = Slots(lengths.tolist(), 1, worker.accum, micro)
         metrics = worker.update(slots.split(arrays)[0], float(mask[:, 1:].sum()))
