@@ -57,6 +57,8 @@ class Placement(StrictModel):
     --colocate_all_models); spread: every group gets bundles of its own."""
 
     colocate: bool = True
+    hybrid: bool = Field(default=False, description="the policy trainer ranks generate the rollouts themselves "
+                         "(veRL's hybrid engine): no rollout actors, no weight transfer; needs colocate")
     actor_cpus: float = Field(default=1.0, gt=0, description="spread: CPUs per rollout/reference/reward actor")
     strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
 
@@ -96,6 +98,9 @@ class RLConfig(TrainJobConfig):
         if (self.reward.function is None) == (self.reward.model is None):
             raise ValueError("reward: set exactly one of reward.function (--reward math|MODULE:FUNCTION) and "
                              "reward.model (--reward-model PATH)")
+        if self.placement.hybrid and not self.placement.colocate:
+            raise ValueError("placement.hybrid: the trainers generate on their own bundles; it needs "
+                             "placement.colocate true")
         if self.train.global_batch_size is not None:
             raise ValueError("train.global_batch_size: an RL step's batch is train.prompts_per_step x the samples "
                              "per prompt; leave it unset")

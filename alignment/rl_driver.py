@@ -11,6 +11,10 @@
       updates ------------------------------>  PolicyTrainer x N (DeepSpeed), CriticTrainer x N
       weights of version v+1 --------------->  Rollout (every rollout batch records its version)
 
+placement.hybrid (veRL's hybrid engine): no Rollout actors; each PolicyTrainer rank generates its
+share with the weights it trains (ZeRO-3: a gathered copy refreshed once per version), so no
+weights travel and no second process on the bundle competes for its cores.
+
 Outputs in `<output>`: config.yaml, metrics.jsonl (one row per step: reward mean/std, KL, clip
 fraction, entropy, response length, tokens/s, seconds spent generating / scoring / training /
 syncing), rl.png, checkpoint_<step>/ (the policy in the llmforge checkpoint layout — `llmforge
@@ -211,7 +215,8 @@ class ActorGroups:
         if p.colocate:
             bundles = [{"CPU": s.cpus_per_worker, **gpu} for _ in range(self.world)]
             where = {f"{g}-{r}": r for g in trainer_groups for r in range(self.world)}
-            where.update({f"rollout-{i}": i % self.world for i in range(cfg.rollout.actors)})
+            if not p.hybrid:  # hybrid: the policy trainers generate
+                where.update({f"rollout-{i}": i % self.world for i in range(cfg.rollout.actors)})
             where.update({"reference": 0, "reward": 0} if cfg.reward.model else {"reference": 0})
         else:
             bundles, where = [], {}
@@ -303,7 +308,7 @@ class ActorGroups:
 
         from alignment.rl_workers import Reference, Reward
 
-        for i in range(self.cfg.rollout.actors):
+        for i in range(0 if self.cfg.placement.hybrid else self.cfg.rollout.actors):
             self.start_rollout(i)
         if self.cfg.kl_coef > 0:
             self.reference = ray.remote(Reference).options(**self._options("reference")).remote(
@@ -429,10 +434,15 @@ class RLRun:
     # -------------------------------------------------------------- weights
 
     def sync_weights(self, version: int) -> float:
-        """Send the policy's weights of `version` to every rollout actor; seconds it took."""
+        """Send the policy's weights of `version` to every rollout actor (hybrid: tell the trainers
+        that their weights are `version`); seconds it took."""
         import ray
 
         start = time.perf_counter()
+        if self.cfg.placement.hybrid:
+            ray.get([w.set_version.remote(version) for w in self.groups.trainers["policy"]])
+            self.version = version
+            return time.perf_counter() - start
         refs = self.groups.export_weights()
         ray.get(refs[1:])  # the other ranks' part of a ZeRO-3 gather (a dead trainer raises here)
         self.install_weights(refs[0], version,
@@ -463,11 +473,14 @@ class RLRun:
 
     def generate(self, prompts: list[Prompt], seeds: list[int], temperature: float | None = None) -> list[dict]:
         """Completions for `prompts` over the rollout actors, all made by policy version
-        `self.version`; a rollout actor that dies is replaced and its share redone."""
+        `self.version`; a rollout actor that dies is replaced and its share redone. Hybrid: over
+        the policy trainer ranks (each is called, so ZeRO-3's collectives line up); one that dies
+        raises, and the trainer groups restart from the last checkpoint."""
         import ray
         from ray.exceptions import RayActorError
 
-        actors = self.groups.rollout
+        hybrid = self.cfg.placement.hybrid
+        actors = self.groups.trainers["policy"] if hybrid else self.groups.rollout
         chunks = np.array_split(np.arange(len(prompts)), len(actors))
         sampling = self._sampling(temperature)
 
@@ -476,7 +489,7 @@ class RLRun:
             return actors[i].generate.remote([prompts[j].ids for j in idx], [seeds[j] for j in idx], sampling,
                                              self.chat.pad_id, self.cfg.rollout.batch_size)
 
-        pending = {i: call(i) for i in range(len(actors)) if len(chunks[i])}
+        pending = {i: call(i) for i in range(len(actors)) if len(chunks[i]) or hybrid}
         results: dict[int, dict] = {}
         while pending:
             for i, ref in list(pending.items()):
@@ -484,7 +497,7 @@ class RLRun:
                     results[i] = ray.get(ref)
                     del pending[i]
                 except RayActorError:
-                    if self.counters["rollout_restarts"] >= 10 * max(1, self.cfg.run.max_failures):
+                    if hybrid or self.counters["rollout_restarts"] >= 10 * max(1, self.cfg.run.max_failures):
                         raise
                     self.counters["rollout_restarts"] += 1
                     self.log(f"step {self.step + 1}: rollout actor {i} died; restarting it with policy version "
@@ -533,12 +546,13 @@ class RLRun:
         return slots.gather(results, len(arrays["ids"]), arrays["ids"].shape[1] - 1)
 
     def update(self, group: str, slots: Slots, arrays: dict[str, np.ndarray], denominator: float,
-               export: bool = False) -> tuple[list, list]:
-        """Refs of every rank's update metrics, and (export) of its weights afterwards."""
+               export: bool = False, version: int | None = None) -> tuple[list, list]:
+        """Refs of every rank's update metrics, and (export) of its weights afterwards; `version`:
+        the trainers take the updated weights as that policy version (hybrid generation)."""
         parts = slots.split(arrays)
         workers = self.groups.trainers[group]
         if not export:
-            return [w.update.remote(p, denominator) for w, p in zip(workers, parts)], []
+            return [w.update.remote(p, denominator, version) for w, p in zip(workers, parts)], []
         pairs = [w.update_and_export.options(num_returns=2).remote(p, denominator) for w, p in zip(workers, parts)]
         return [m for m, _ in pairs], [w for _, w in pairs]
 
@@ -610,10 +624,12 @@ class RLRun:
         denominator = float(aggregate(torch.zeros_like(mask_t), mask_t, mode, cfg.rollout.max_new_tokens)[1])
         sums: dict[str, float] = {}
         set_refs: list = []
+        hybrid = cfg.placement.hybrid
         for epoch in range(cfg.train.update_epochs):
             last = epoch == cfg.train.update_epochs - 1
-            refs, weight_refs = self.update("policy", slots, arrays, denominator, export=last)
-            if last:  # the new weights go on to the rollout actors straight from the object store
+            refs, weight_refs = self.update("policy", slots, arrays, denominator, export=last and not hybrid,
+                                            version=self.version + 1 if last and hybrid else None)
+            if last and not hybrid:  # the new weights go on to the rollout actors straight from the object store
                 set_refs = [a.set_weights.remote(weight_refs[0], self.version + 1) for a in self.groups.rollout]
             if algo.needs_values:
                 refs += self.update("critic", slots, arrays, float(m.sum()))[0]
@@ -634,8 +650,11 @@ class RLRun:
             row["value_loss"] = sums["value_loss"] / value_tokens
             row["value_clip_fraction"] = sums["value_clipped"] / value_tokens
         t2 = time.perf_counter()
-        ray.get(weight_refs[1:])
-        self.install_weights(weight_refs[0], self.version + 1, set_refs)
+        if hybrid:
+            self.version += 1  # the trainers took it with the update: nothing travels
+        else:
+            ray.get(weight_refs[1:])
+            self.install_weights(weight_refs[0], self.version + 1, set_refs)
         t_sync = time.perf_counter() - t2  # what the weight transfer adds after the update
         row.update(time_generation=t_gen, time_generation_in_actors=t_gen_actors, time_scoring=t_score,
                    time_training=t_train, time_sync=t_sync,
@@ -699,7 +718,8 @@ class RLRun:
         world = cfg.scaling.num_workers
         self.log(f"{self.algorithm}: {len(self.train_prompts)} prompts ({len(self.val_prompts)} held out), "
                  f"{cfg.train.max_steps} steps of {cfg.train.prompts_per_step} prompts x {cfg.samples_per_prompt} "
-                 f"samples; {world} trainer worker(s), {cfg.rollout.actors} rollout actor(s), "
+                 f"samples; {world} trainer worker(s), "
+                 f"{'generating (hybrid)' if cfg.placement.hybrid else f'{cfg.rollout.actors} rollout actor(s)'}, "
                  f"{'colocated' if cfg.placement.colocate else 'spread'} -> {self.out}")
         metric_names = ("reward_mean", "reward_std", "kl", "clip_fraction", "entropy", "response_length",
                         "time_generation", "time_scoring", "time_training", "time_sync", "eval_reward")

@@ -72,6 +72,8 @@ class TrainerWorker:
         _set_threads(threads)
         self.engine = None
         self.store = None
+        self.version = 0
+        self.inference = None  # ZeRO-3 hybrid: a full copy of the partitioned weights to generate with
 
     def address(self) -> tuple[str, int]:
         """Rank 0: open the group's rendezvous store on a port of its own choosing; where it is."""
@@ -122,6 +124,8 @@ class TrainerWorker:
         ds["train_batch_size"] = self.cfg.train.micro_batch_size * self.accum * self.world
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                                     config=ds)
+        if self.role == "policy" and self.cfg.placement.hybrid and self.cfg.train.zero_stage == 3:
+            self.inference = _quiet_build(source, kind, self.device.type).eval()
         if resume_dir:
             from training.safe_load import weights_only_loading
 
@@ -154,10 +158,12 @@ class TrainerWorker:
 
     # ------------------------------------------------------------------ updates
 
-    def update(self, micro_batches: list[dict[str, np.ndarray]], denominator: float) -> dict[str, float]:
+    def update(self, micro_batches: list[dict[str, np.ndarray]], denominator: float,
+               version: int | None = None) -> dict[str, float]:
         """One optimizer step over this rank's `self.accum` micro-batches (empty ones allowed):
         each micro-batch's loss numerator is divided by `denominator`, the step's total over
-        every micro-batch of every rank (pg_losses: normalised once, not per micro-batch)."""
+        every micro-batch of every rank (pg_losses: normalised once, not per micro-batch).
+        `version`: the weights after the step are that policy version (`set_version`)."""
         if len(micro_batches) != self.accum:
             raise ValueError(f"{len(micro_batches)} micro-batches for an accumulation of {self.accum}")
         sums: dict[str, float] = {}
@@ -173,6 +179,8 @@ class TrainerWorker:
                     sums[k] = sums.get(k, 0.0) + float(v)
         norm = self.engine.get_global_grad_norm()
         sums["grad_norm"] = float(norm.item() if torch.is_tensor(norm) else norm) if norm is not None else float("nan")
+        if version is not None:
+            self.set_version(version)
         return sums
 
     def _loss(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -200,6 +208,40 @@ class TrainerWorker:
         metrics["policy_loss"] = (per_token.detach() * m).sum()
         metrics["entropy"] = entropy_sum(logits)  # the completion positions' logits only
         return numerator, metrics
+
+    # ------------------------------------------------------------------ generation (hybrid)
+
+    def set_version(self, version: int) -> int:
+        """The weights now are policy `version`. Under ZeRO-3 every rank must call this: the
+        generation copy is refreshed from the gathered partitions."""
+        import deepspeed
+
+        if self.inference is not None:
+            module = self.engine.module
+            with torch.no_grad(), deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+                mine = dict(self.inference.named_parameters())
+                for name, param in module.named_parameters():
+                    mine[name].copy_(param.data)
+        self.version = version
+        return version
+
+    def _generating_model(self):
+        return self.inference if self.inference is not None else self.engine.module
+
+    def weights_digest(self) -> str:
+        """Which weights this rank generates with (hybrid), as `Rollout.weights_digest`."""
+        return state_digest(self._generating_model().state_dict())
+
+    def generate(self, prompts: list[list[int]], seeds: list[int], sampling: dict[str, Any], pad_id: int,
+                 batch_size: int) -> dict[str, Any]:
+        """The hybrid engine: this rank generates with the weights it trains (`Rollout.generate`)."""
+        model = self._generating_model()
+        model.eval()
+        try:
+            return generate_rollouts(model, self.version, prompts, seeds, sampling, pad_id, batch_size)
+        finally:
+            if model is self.engine.module:
+                model.train()
 
     # ------------------------------------------------------------------ weights and checkpoints
 
@@ -283,23 +325,27 @@ class Rollout:
 
     def generate(self, prompts: list[list[int]], seeds: list[int], sampling: dict[str, Any], pad_id: int,
                  batch_size: int) -> dict[str, Any]:
-        """{"tokens", "logprobs", "finish", "version", "seconds"} for each prompt, in order."""
-        import time
+        return generate_rollouts(self.model, self.version, prompts, seeds, sampling, pad_id, batch_size)
 
-        from training.generate import SamplingParams, generate
 
-        start = time.perf_counter()
-        params = SamplingParams.model_validate(sampling)
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        tokens, finish = [None] * len(prompts), [None] * len(prompts)
-        for s in range(0, len(order), batch_size):
-            rows = order[s:s + batch_size]
-            out = generate(self.model, [prompts[i] for i in rows], params, pad_id=pad_id,
-                           row_seeds=[seeds[i] for i in rows])
-            for i, g in zip(rows, out):
-                tokens[i], finish[i] = g.tokens, g.finish_reason
-        return {"tokens": tokens, "finish": finish, "version": self.version,
-                "seconds": time.perf_counter() - start}
+def generate_rollouts(model, version: int, prompts: list[list[int]], seeds: list[int], sampling: dict[str, Any],
+                      pad_id: int, batch_size: int) -> dict[str, Any]:
+    """{"tokens", "finish"} for each prompt, in order, with the policy `version` that made them and
+    the seconds it took; shortest prompts batched together (less left padding)."""
+    import time
+
+    from training.generate import SamplingParams, generate
+
+    start = time.perf_counter()
+    params = SamplingParams.model_validate(sampling)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    tokens, finish = [None] * len(prompts), [None] * len(prompts)
+    for s in range(0, len(order), batch_size):
+        rows = order[s:s + batch_size]
+        out = generate(model, [prompts[i] for i in rows], params, pad_id=pad_id, row_seeds=[seeds[i] for i in rows])
+        for i, g in zip(rows, out):
+            tokens[i], finish[i] = g.tokens, g.finish_reason
+    return {"tokens": tokens, "finish": finish, "version": version, "seconds": time.perf_counter() - start}
 
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:

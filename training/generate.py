@@ -39,7 +39,7 @@ class Generation:
     finish_reason: Literal["stop", "length"]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(model: Llama, prompts: list[list[int]], params: SamplingParams, pad_id: int = 0,
              row_seeds: list[int] | None = None) -> list[Generation]:
     """Continue each prompt (token ids) by up to `params.max_new_tokens` tokens. `row_seeds`

@@ -23,9 +23,11 @@ chat template, so `apply_chat_template` gives llmforge's prompt ids; the setup c
    rollout batch, i.e. TRL per_device_train_batch_size = prompts x group,
    gradient_accumulation_steps 1, steps_per_generation 1, num_iterations 1):
      llmforge  `alignment.rl_driver.run_rl("grpo")` on a local Ray (num_cpus = --threads):
-               Rollout actor (KV-cache sampling), PolicyTrainer (DeepSpeed ZeRO-0), the reward in the driver,
-               colocated, --threads torch threads each; filter_constant_groups off so both
-               sides train on every sequence (--filter-constant-groups: llmforge's default).
+               PolicyTrainer (DeepSpeed ZeRO-0) generating with KV-cache sampling itself
+               (placement.hybrid; --hybrid 0: a Rollout actor colocated with it, sent the
+               weights after every update), the reward in the driver, --threads torch threads;
+               filter_constant_groups off so both sides train on every sequence
+               (--filter-constant-groups: llmforge's default).
      TRL       GRPOTrainer (transformers `generate`, sampling) with the `math` reward wrapped as a
                TRL reward function; a sampler replays llmforge's prompt order (PromptStream), so
                step k samples the same prompts on both sides (with different random draws).
@@ -37,7 +39,7 @@ chat template, so `apply_chat_template` gives llmforge's prompt ids; the setup c
    measured steps of both.
 
     .venv/bin/python infra/bench/bench_rl.py [--steps 30] [--prompts 8] [--group 8]
-        [--max-new 16] [--lr 1e-4] [--threads 2] [--skip-steps 2] [--rollout-batch 16]
+        [--max-new 16] [--lr 1e-4] [--threads 2] [--hybrid 1] [--skip-steps 2] [--rollout-batch 16]
         [--rollout-lengths 32,128] [--only rollout|grpo] [--sequential] [--json PATH] [--work DIR]
 """
 from __future__ import annotations
@@ -86,7 +88,7 @@ def _grpo_config(args, work: Path, name: str, setup: dict):
             "train.micro_batch_size": args.prompts * args.group, "train.checkpoint_every": 0, "train.log_every": 1,
             "train.precision": "fp32", "train.threads": args.threads, "scaling.cpus_per_worker": args.threads,
             "optim.lr": args.lr, "optim.warmup_steps": 0, "optim.schedule": "constant", "optim.weight_decay": 0.0,
-            "filter_constant_groups": bool(args.filter_constant_groups)}
+            "filter_constant_groups": bool(args.filter_constant_groups), "placement.hybrid": bool(args.hybrid)}
     return load_config(config_class("grpo"), None, sets)
 
 
@@ -448,7 +450,8 @@ def _grpo_report(args, setup: dict, best: dict) -> dict:
           f"{'one after another' if args.sequential else 'taking turns step by step'}")
     print(f"{'':<34}{'steps/s':>9}{'seq/s':>8}{'start-up':>10}{'end-to-end':>12}{'tree mem':>10}{'reward':>8}"
           f"{'resp len':>10}")
-    labels = (("llmforge-grpo", "llmforge align grpo (Ray, ZeRO-0)"), ("trl-grpo", "TRL GRPOTrainer"))
+    layout = "hybrid" if args.hybrid else "+ Rollout"
+    labels = (("llmforge-grpo", f"llmforge grpo (ZeRO-0, {layout})"), ("trl-grpo", "TRL GRPOTrainer"))
     for who, label in labels:
         r = best[who]
         print(f"{label:<34}{rate[who]:>9.3f}{rate[who] * seqs:>8.1f}{r['startup_s']:>8.1f} s{r['e2e_s']:>10.1f} s"
@@ -464,7 +467,8 @@ def _grpo_report(args, setup: dict, best: dict) -> dict:
           f"{s['time_training'] * 1000:.0f} + sync {s['time_sync'] * 1000:.0f} + other {other * 1000:.0f} ms; "
           f"TRL median step {_median(trl['step_s']) * 1000:.0f} ms")
     print("llmforge start-up: " + ", ".join(f"{k} {v:.1f} s" for k, v in lf["startup_split"].items()) +
-          " (actors: Rollout and the DeepSpeed PolicyTrainer started and loaded; the math reward runs in the driver)")
+          f" (actors: {'' if args.hybrid else 'Rollout and '}the DeepSpeed PolicyTrainer started and loaded; the math "
+          "reward runs in the driver)")
     print(f"mean rollout reward over the steady steps (math: 1 correct, 0.1 format only, 0 none): llmforge "
           f"{lf['reward_mean']:.3f}, TRL {trl['reward_mean']:.3f}; same prompts per step, different random draws; "
           f"sequences trained per step (llmforge): {sorted(set(lf['sequences_trained']))}")
@@ -495,6 +499,8 @@ def main() -> None:
     ap.add_argument("--rollout-lengths", default="32,128")
     ap.add_argument("--rollout-repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--hybrid", type=int, default=1, help="1: placement.hybrid (the trainer generates); 0: a "
+                    "Rollout actor and weight sync each step")
     ap.add_argument("--skip-steps", type=int, default=2, help="first steps left out of the steady state")
     ap.add_argument("--sequential", action="store_true", help="run one after another instead of taking turns")
     ap.add_argument("--only", choices=("rollout", "grpo"))

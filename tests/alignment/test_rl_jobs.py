@@ -120,19 +120,22 @@ def _step_rows(out: Path) -> dict[int, dict]:
 SAME = ("reward_mean", "reward_std", "loss", "entropy", "response_length", "sequences_trained")
 
 
-@pytest.mark.parametrize("group,when,at_step,colocate", [("rollout", "before_generate", 2, False),
-                                                          ("policy", "before_update", 3, True)])
+@pytest.mark.parametrize("group,when,at_step,placement", [("rollout", "before_generate", 2, "spread"),
+                                                           ("policy", "before_update", 3, "colocate"),
+                                                           ("policy", "before_generate", 2, "hybrid")])
 def test_killed_actor_is_replaced_and_the_run_continues_exactly(uninterrupted, arithmetic, tmp_path, group, when,
-                                                               at_step, colocate):
+                                                               at_step, placement):
     """A killed rollout actor: replaced, given the current weights, its batch redone. A killed
     trainer: the group restarts from checkpoint 2, the rollout actors get checkpoint 2's weights
-    (they held version 3's), steps 3 and 4 are redone. Either way every step's numbers equal the
-    uninterrupted (colocated) run's; the rollout case runs with every group on bundles of its own."""
+    (they held version 3's), steps 3 and 4 are redone. Every step's numbers equal the
+    uninterrupted (colocated, rollout actor) run's: with every group on bundles of its own, and
+    with the trainer generating (hybrid) — it is killed as it is about to generate step 3."""
     from alignment.rl_driver import run_rl
 
     sft, prompts = arithmetic
     fired: list = []
-    cfg = _fault_config(sft, prompts, tmp_path / "grpo", **{"placement.colocate": colocate,
+    cfg = _fault_config(sft, prompts, tmp_path / "grpo", **{"placement.colocate": placement != "spread",
+                                                            "placement.hybrid": placement == "hybrid",
                                                             "placement.actor_cpus": 0.5})
     results = run_rl("grpo", cfg, hooks=[_kill(group, when, at_step, fired)], **QUIET)
     assert fired == [at_step]
@@ -144,6 +147,8 @@ def test_killed_actor_is_replaced_and_the_run_continues_exactly(uninterrupted, a
         for key in SAME:
             assert rows[step][key] == pytest.approx(reference[step][key], rel=1e-5, abs=1e-7), (step, key)
     assert rows[4]["policy_version"] == 4
+    if placement == "hybrid":  # no rollout actor, no weight transfer
+        assert all(rows[step]["time_sync"] < 0.05 for step in rows)
 
 
 def test_rerun_resumes_from_the_last_checkpoint(uninterrupted, arithmetic, tmp_path):
@@ -165,9 +170,11 @@ def test_rerun_resumes_from_the_last_checkpoint(uninterrupted, arithmetic, tmp_p
             assert rows[step][key] == pytest.approx(reference[step][key], rel=1e-5, abs=1e-7), (step, key)
 
 
-def test_zero3_two_workers_sync_the_gathered_weights(ray_local, arithmetic, tmp_path):
-    """2 trainer ranks at ZeRO-3: after update 1 the rollout actor holds the full gathered
-    weights, equal to what DeepSpeed's checkpoint of step 1 reconstructs (and not the start)."""
+@pytest.mark.parametrize("hybrid", [False, True])
+def test_zero3_two_workers_sync_the_gathered_weights(ray_local, arithmetic, tmp_path, hybrid):
+    """2 trainer ranks at ZeRO-3: after update 1 the rollout actor (hybrid: each rank's
+    generation copy) holds the full gathered weights, equal to what DeepSpeed's checkpoint of
+    step 1 reconstructs (and not the start)."""
     import ray
 
     from alignment.rl_driver import run_rl
@@ -180,18 +187,20 @@ def test_zero3_two_workers_sync_the_gathered_weights(ray_local, arithmetic, tmp_
 
     def hook(event, step, run):
         if event == "before_generate" and step == 1:
-            seen["rollout"] = ray.get(run.groups.rollout[0].weights_digest.remote())
+            generators = run.groups.trainers["policy"] if hybrid else run.groups.rollout
+            seen["digests"] = ray.get([g.weights_digest.remote() for g in generators])
             seen["version"] = run.version
 
     cfg = rl_config("grpo", sft, prompts, out, **{
         "reward.function": "math", "scaling.num_workers": 2, "train.zero_stage": 3, "train.max_steps": 2,
         "group_size": 4, "train.prompts_per_step": 4, "train.micro_batch_size": 4, "optim.lr": 1e-3,
-        "data.eval_samples": 0, "train.checkpoint_every": 1, "run.num_to_keep": None})
+        "data.eval_samples": 0, "train.checkpoint_every": 1, "run.num_to_keep": None, "placement.hybrid": hybrid})
     results = run_rl("grpo", cfg, hooks=[hook], **QUIET)
     assert results["steps"] == 2 and seen["version"] == 1
-    saved = resolve_model(out / "checkpoint_00000001").state_dict()
-    assert seen["rollout"] == state_digest(saved)
-    assert seen["rollout"] != state_digest(resolve_model(sft).state_dict())
+    assert len(seen["digests"]) == (2 if hybrid else 1)
+    saved = state_digest(resolve_model(out / "checkpoint_00000001").state_dict())
+    assert set(seen["digests"]) == {saved}
+    assert saved != state_digest(resolve_model(sft).state_dict())
 
 
 def test_ppo_raises_reward_model_score_with_bounded_kl(ray_local, base_model, preference_file, tmp_path):
