@@ -613,6 +613,9 @@ def run_judge(output_dir: str, judge: Judge | str, answers_a: str | None = None,
     pq.write_table(items_table(rows), buf)
     fs.write_bytes_atomic(filesystem, fs.join(root, ITEMS_FILE), buf.getvalue())
     fs.write_json_atomic(filesystem, fs.join(root, RESULTS_FILE), record)
+    from evaluation.multiple_choice import export_scores
+
+    export_scores(record)
     return record
 
 

@@ -289,7 +289,17 @@ def write_outputs(output_dir: str, results: dict[str, Any], table: "pa.Table",
     fs.write_bytes_atomic(filesystem, fs.join(root, predictions_file), buf.getvalue())
     results = {**results, "predictions": predictions_file}
     fs.write_json_atomic(filesystem, fs.join(root, RESULTS_FILE), results)
+    export_scores(results)
     return results
+
+
+def export_scores(results: dict[str, Any]) -> None:
+    """Each task's metrics as gauges `llmforge_eval_<metric>{task=...}` (the Ray dashboard)."""
+    from llmforge.common.metrics import set_scores
+
+    for task, metrics in results.get("results", {}).items():
+        set_scores("eval", {k: v for k, v in metrics.items() if k != "n" and not k.endswith("_stderr")},
+                   {"task": task})
 
 
 def run_mc(model_path: str, task_path: str, output_dir: str, **options: Any) -> dict[str, Any]:

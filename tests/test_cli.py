@@ -374,3 +374,26 @@ def test_align_bad_key_or_missing_model_stops_before_any_work(tmp_path, capsys):
     assert main(["align", "reward", "--model", str(tmp_path / "m"), "--data", str(data), "--output", str(out),
                  "--set", "lora.enabled=true"]) == 2
     assert "lora.enabled" in capsys.readouterr().err and not out.exists()
+
+
+def test_an_unreachable_ray_address_is_named_at_once(tmp_path, capsys, monkeypatch):
+    """RAY_ADDRESS (what `ray job submit` sets, or a user's export) pointing at nothing: an error
+    naming it within seconds, where Ray's own client retries for minutes; nothing is written."""
+    import socket
+    import time
+
+    from dataproc.synthetic.sample_warc import write_sample_warc
+
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    warc = tmp_path / "a.warc.gz"
+    write_sample_warc(warc, n_docs=5, seed=0)
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    start = time.time()
+    assert main(["data", "run", "--config", str(REPO / "llmforge" / "configs" / "data_demo.yaml"), "--set",
+                 f"input.paths=[{warc}]", "--set", f"output.path={tmp_path / 'out'}"]) == 2
+    assert time.time() - start < 30
+    err = capsys.readouterr().err
+    assert f"no Ray cluster answers at 127.0.0.1:{port} (RAY_ADDRESS)" in err and "ray start --head" in err
+    assert not list((tmp_path / "out").rglob("*.parquet"))

@@ -101,7 +101,7 @@ def _metric_lines(metrics_url: str, name: str, timeout: float = 60) -> list[str]
     return [line for line in text.splitlines() if line.startswith((f"ray_{name}", name))]
 
 
-def test_data_run_as_a_ray_job(ray_head, tmp_path):
+def test_data_run_then_pretraining_as_ray_jobs(ray_head, tmp_path):
     address, env, metrics_url = ray_head
     warcs = tmp_path / "warc"
     warcs.mkdir()
@@ -124,6 +124,22 @@ def test_data_run_as_a_ray_job(ray_head, tmp_path):
     per_document_out = next(s["out"] for s in stats["stages"] if s["stage"] == "pii")
     assert float(kept[0].rsplit(" ", 1)[1]) == per_document_out
     assert "llmforge_data_documents_dropped" in text and 'stage="language"' in text
+
+    # A tiny pretraining job on those shards: Ray Train's 2 workers (ZeRO-2) run on the cluster.
+    runs = tmp_path / "runs"
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO),
+           "--runtime-env-json", json.dumps({"excludes": [".venv", ".venv-peer", "runs", ".git"]}),
+           "--", "llmforge", "train", "pretrain", "--config", "llmforge/configs/pretrain_demo.yaml",
+           "--set", f"data.shards={out / 'shards'}", "--set", f"run.storage_path={runs}", "--set",
+           "train.max_steps=4", "--set", "train.eval_every=2", "--set", "train.checkpoint_every=4",
+           "--set", "train.log_every=2", "--set", "data.val_fraction=0.1"]
+    log = _submit(cmd, env)
+    rows = [json.loads(x) for x in (runs / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in rows) == 4 and any("val_loss" in r for r in rows)
+    from training.checkpoint import latest_checkpoint, read_meta
+
+    assert read_meta(str(latest_checkpoint(runs / "pretrain")))["step"] == 4
+    assert _metric_lines(metrics_url, "llmforge_train_tokens_per_s")
 
 
 def test_align_dpo_as_a_ray_job(ray_head, tmp_path):
@@ -149,10 +165,11 @@ def test_align_dpo_as_a_ray_job(ray_head, tmp_path):
 
 
 def test_eval_mc_as_a_ray_job(ray_head, tmp_path):
-    """`llmforge eval mc --replicas 1` submitted as a job: the scoring actor runs on the cluster."""
+    """`llmforge eval mc --replicas 1` submitted as a job: the scoring actor runs on the cluster,
+    the accuracy reaches the metrics endpoint as a gauge tagged with the task."""
     from tests.support.tiny_checkpoint import tiny_checkpoint
 
-    address, env, _ = ray_head
+    address, env, metrics_url = ray_head
     model, _, _ = tiny_checkpoint(tmp_path / "model", max_seq_len=128)
     task = tmp_path / "task.jsonl"
     task.write_text("".join(json.dumps({"query": f"Question {i}: which?", "choices": ["yes", "no", "maybe"],
@@ -167,6 +184,8 @@ def test_eval_mc_as_a_ray_job(ray_head, tmp_path):
     (metrics,) = results["results"].values()
     assert metrics["n"] == 12 and 0.0 <= metrics["acc"] <= 1.0
     assert (out / "predictions.parquet").exists()
+    (line,) = [x for x in _metric_lines(metrics_url, "llmforge_eval_acc") if "llmforge_eval_acc{" in x]
+    assert 'task="' in line and float(line.rsplit(" ", 1)[1]) == pytest.approx(metrics["acc"])
 
 
 def test_align_grpo_as_a_ray_job(ray_head, tmp_path):

@@ -21,9 +21,11 @@ def init_ray(
 
     if ray.is_initialized():
         return
+    source = "address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS")
     kwargs: dict[str, Any] = {"runtime_env": runtime_env, "log_to_driver": True}
     if address:
+        check_reachable(address, source)
         ray.init(address=address, **kwargs)
         return
     # "local" never tries to reach a stale cluster recorded in /tmp/ray (it can hang for minutes).
@@ -33,6 +35,23 @@ def init_ray(
         include_dashboard=include_dashboard,
         **kwargs,
     )
+
+
+def check_reachable(address: str, source: str = "RAY_ADDRESS", timeout: float = 5.0) -> None:
+    """A HOST:PORT cluster address must accept a connection: Ray's own client retries an
+    unreachable one for minutes before it gives up. Other forms (auto, ray://) go to Ray."""
+    import socket
+
+    from llmforge.common.errors import UserError
+
+    host, sep, port = address.rpartition(":")
+    if not sep or "/" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise UserError(f"no Ray cluster answers at {address} ({source}): {err.strerror or err}. Start one with "
+                        f"`ray start --head`, or unset {source} to run on an embedded local Ray") from None
 
 
 def cluster_cpus() -> int:
