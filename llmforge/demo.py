@@ -187,7 +187,7 @@ def step_pretrain(ctx: DemoContext) -> dict[str, Any]:
     ctx.log(f"pretraining on {ctx.path('output', 'shards')}")
     last = run_pretrain(cfg, log=ctx.log) or {}
     ckpt = latest_checkpoint(run_dir(cfg))
-    hf = ctx.path("train", "hf")
+    hf = ctx.path("hf")
     export_hf(ckpt, hf, overwrite=True)
     text, = complete_from_checkpoint(ckpt, [SAMPLE_PROMPT], SamplingParams(max_new_tokens=40, temperature=0.8))
     (ctx.path("train", "sample.txt")).write_text(SAMPLE_PROMPT + text + "\n")
@@ -489,7 +489,7 @@ def summary_text(ctx: DemoContext) -> str:
     w = ctx.workdir
     paths = [("sample WARCs", w / "warc"), ("documents, funnel", w / "output" / "stats.json"),
              ("funnel plot", w / "output" / "funnel.png"), ("token shards", w / "output" / "shards"),
-             ("pretrained (HF)", w / "train" / "hf"), ("pretraining run", w / "train" / "pretrain"),
+             ("pretrained (HF)", w / "hf"), ("pretraining run", w / "train" / "pretrain"),
              ("SFT / RM / DPO / GRPO", w / "align"), ("eval report", w / "eval" / "report" / "report.md"),
              ("eval plots", w / "eval" / "report"), ("logs", w / "logs")]
     lines += ["", _table([(k, str(p)) for k, p in paths if p.exists()]), ""]
