@@ -143,21 +143,23 @@ def step_data(ctx: DemoContext) -> dict[str, Any]:
 
 
 def _funnel_summary(stats: dict[str, Any]) -> dict[str, Any]:
-    """The numbers the final table shows, from stats.json (whatever sections it has)."""
+    """The numbers the final table shows, from stats.json: WARC records -> HTML documents ->
+    after the filters -> after dedup -> tokens."""
     out: dict[str, Any] = {}
-    for key in ("documents_in", "documents_out"):
-        if isinstance(stats.get(key), (int, float)):
-            out[key] = stats[key]
-    corpus = stats.get("corpus") or {}
-    if isinstance(corpus, dict):
-        for name, section in corpus.items():
-            if isinstance(section, dict) and isinstance(section.get("out"), (int, float)):
-                out[f"after_{name}"] = section["out"]
+    warc = stats.get("warc") or {}
+    if isinstance(warc.get("records"), int):
+        out["warc_records"] = warc["records"]
+    if isinstance(stats.get("documents_in"), int):
+        out["html_documents"] = stats["documents_in"]
+    stages = stats.get("stages") or []
+    filtered = [s for s in stages if "dedup" not in s.get("stage", "")]
+    if filtered:
+        out["after_filters"] = filtered[-1]["out"]
+    if isinstance(stats.get("documents_out"), int):
+        out["after_dedup"] = stats["documents_out"]
     tokens = stats.get("tokens") or {}
-    if isinstance(tokens, dict):
-        for key in ("tokens", "total_tokens", "documents"):
-            if isinstance(tokens.get(key), (int, float)):
-                out[f"tokens_{key}" if key != "tokens" else "tokens"] = tokens[key]
+    if isinstance(tokens.get("total"), int):
+        out["tokens"] = tokens["total"]
     return out
 
 
