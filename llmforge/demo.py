@@ -40,9 +40,9 @@ STEP_NAMES = ("warcs", "data", "pretrain", "postdata", "sft", "reward", "dpo", "
 SHARED_DATA = Path(os.environ.get("LLMFORGE_SHARED_DATA",
                                   Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 # Sizes of the generated / sampled post-training data and of the evaluation (2-core laptop).
-POST = {"sft_synthetic": 600, "sft_arithmetic": 1200, "sft_real": 200, "pairs_synthetic": 480, "pairs_real": 100,
+POST = {"sft_synthetic": 400, "sft_arithmetic": 2000, "sft_real": 200, "pairs_synthetic": 480, "pairs_real": 100,
         "rl_prompts": 64, "judge_prompts": 24, "seed": 0}
-EVAL = {"ppl_docs": 40, "mc_items": 60, "mc_tasks": ["arc_easy", "piqa", "hellaswag"], "contamination_shards": 10,
+EVAL = {"ppl_docs": 40, "mc_items": 60, "mc_tasks": ["arc_easy", "copa", "piqa"], "mc_max_tokens": 100, "contamination_shards": 10,
         "contamination_permutations": 20, "judge_max_new_tokens": 24}
 
 
@@ -213,7 +213,9 @@ def postdata_config(ctx: DemoContext) -> dict[str, Any]:
             p = _shared("preference_sft", name)
             if p is not None:
                 real[name] = _file_id(p)
-    return {"sizes": POST, "real": real}
+    mc = {k: EVAL[k] for k in ("mc_items", "mc_tasks", "mc_max_tokens")}
+    evalsets = [t for t in EVAL["mc_tasks"] if _shared("evalsets", "llm_foundry", f"{t}.jsonl") is not None]
+    return {"sizes": POST, "real": real, "mc": mc, "evalsets": evalsets if ctx.options.get("use_shared", True) else []}
 
 
 def step_postdata(ctx: DemoContext) -> dict[str, Any]:
@@ -244,12 +246,12 @@ def step_postdata(ctx: DemoContext) -> dict[str, Any]:
     # Judge prompts: the preference task's kind of prompt (the reward model judges what it learnt)
     judge = [{"id": p.id, "prompt": p.prompt[-1]["content"]} for p in preference_task(POST["judge_prompts"], seed=seed + 7)]
     (out / "judge_prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in judge))
-    _mc_tasks(out / "mc")
+    _mc_tasks(out / "mc", ctx.path("output", "tokenizer.json"), ctx.options.get("use_shared", True))
     ctx.log(f"{len(sft)} SFT conversations, {len(pairs)} preference pairs, {len(rl)} arithmetic prompts -> {out}")
     return {"sft_examples": len(sft), "pairs": len(pairs), "rl_prompts": len(rl), "real_files": len(real)}
 
 
-def _mc_tasks(out: Path) -> None:
+def _mc_tasks(out: Path, tokenizer: Path, use_shared: bool) -> None:
     """Multiple-choice task files: real ones (../shared/data/evalsets, first items) when present,
     else generated ones (arithmetic sums, the preference task's marker word)."""
     import random
@@ -258,13 +260,25 @@ def _mc_tasks(out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     found = 0
-    for name in EVAL["mc_tasks"]:
-        src = _shared("evalsets", "llm_foundry", f"{name}.jsonl")
-        if src is None:
-            continue
-        lines = src.read_text().splitlines()[:EVAL["mc_items"]]
-        (out / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
-        found += 1
+    if use_shared:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(tokenizer))
+        for name in EVAL["mc_tasks"]:
+            src = _shared("evalsets", "llm_foundry", f"{name}.jsonl")
+            if src is None:
+                continue
+            kept = []
+            for line in src.read_text().splitlines():
+                row = json.loads(line)
+                # only items whose question + longest choice fit the demo model's 128-token window
+                longest = max(len(tok.encode(row["query"] + " " + c).ids) for c in row["choices"])
+                if longest <= EVAL["mc_max_tokens"]:
+                    kept.append(line)
+                if len(kept) == EVAL["mc_items"]:
+                    break
+            (out / f"{name}.jsonl").write_text("\n".join(kept) + "\n")
+            found += 1
     if found:
         return
     rng = random.Random(11)
@@ -347,14 +361,29 @@ def step_grpo(ctx: DemoContext) -> dict[str, Any]:
 
 
 def eval_config(ctx: DemoContext) -> dict[str, Any]:
-    ppl = _ppl_source(ctx)
-    return {"eval": EVAL, "ppl": _file_id(ppl) if ppl.is_file() and ppl.is_relative_to(SHARED_DATA) else str(ppl)}
+    real = _ppl_source(ctx)
+    return {"eval": EVAL, "ppl": _file_id(real) if real is not None else "generated"}
 
 
-def _ppl_source(ctx: DemoContext) -> Path:
-    """Held-out text for perplexity: WikiText-2 test (../shared/data) when present, else generated."""
-    real = _shared("pretrain_text", "wikitext-2-raw_wiki.test.raw") if ctx.options.get("use_shared", True) else None
-    return real if real is not None else ctx.path("eval", "heldout.txt")
+def _ppl_source(ctx: DemoContext) -> Path | None:
+    """Held-out text for perplexity: WikiText-2 test (../shared/data) when present, else None (generated)."""
+    return _shared("pretrain_text", "wikitext-2-raw_wiki.test.raw") if ctx.options.get("use_shared", True) else None
+
+
+def _heldout_text(ctx: DemoContext, path: Path) -> Path:
+    """`EVAL["ppl_docs"]` documents separated by blank lines: WikiText-2 test articles' paragraphs
+    when present, else generated English-looking documents (not in the training data)."""
+    real = _ppl_source(ctx)
+    if real is not None:
+        paras = [line.strip() for line in real.read_text(encoding="utf-8").splitlines()]
+        docs = [p for p in paras if len(p) > 400 and not p.startswith("=")][:EVAL["ppl_docs"]]
+    else:
+        from dataproc.synthetic.english import generated_documents
+
+        docs = generated_documents(EVAL["ppl_docs"], seed=99)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n".join(docs) + "\n")
+    return path
 
 
 MODELS = ("base", "sft", "dpo", "grpo")
@@ -378,12 +407,7 @@ def step_eval(ctx: DemoContext) -> dict[str, Any]:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     ev = ctx.path("eval")
     ev.mkdir(parents=True, exist_ok=True)
-    ppl_data = _ppl_source(ctx)
-    if not ppl_data.exists():
-        from dataproc.synthetic.english import generated_documents
-
-        ppl_data.write_text("\n\n".join(generated_documents(EVAL["ppl_docs"], seed=99)))
-    txt_mode = "file" if ppl_data.suffix == ".raw" else "blocks"
+    ppl_data = _heldout_text(ctx, ev / "heldout.txt")
     tasks = sorted(ctx.path("postdata", "mc").glob("*.jsonl"))
     summary: dict[str, Any] = {}
     runs = []
@@ -394,8 +418,7 @@ def step_eval(ctx: DemoContext) -> dict[str, Any]:
         d = ev / name
         merged: dict[str, Any] = {}
         ctx.log(f"eval {name}: perplexity on {ppl_data}")
-        ppl = run_ppl(str(model), str(ppl_data), str(d / "ppl"), limit=EVAL["ppl_docs"] if txt_mode != "file" else None,
-                      txt_mode=txt_mode)
+        ppl = run_ppl(str(model), str(ppl_data), str(d / "ppl"), txt_mode="paragraphs")
         merged.update(ppl["results"])
         for task in tasks:
             ctx.log(f"eval {name}: multiple choice {task.stem}")
