@@ -505,12 +505,20 @@ def summary_text(ctx: DemoContext) -> str:
     for name in ("pretrain", "sft", "reward", "dpo", "grpo"):
         if name in r and r[name]:
             rows.append((name, ", ".join(f"{k} {_num(v)}" for k, v in r[name].items())))
-    for model, tasks in (r.get("eval") or {}).items():
-        for task, metrics in tasks.items():
-            if metrics:
-                rows.append((f"eval {model} {task}", ", ".join(f"{k} {_num(v)}" for k, v in metrics.items())))
     if rows:
         lines.append(_table(rows))
+    evals = r.get("eval") or {}
+    if evals:
+        models = [m for m in MODELS if m in evals]
+        keys = list(dict.fromkeys((task, metric) for tasks in evals.values() for task, metrics in tasks.items()
+                                  for metric in metrics))
+        head = ["eval (task metric)"] + models
+        body = [[f"{task} {metric}"] + [_num(evals[m].get(task, {}).get(metric, "-")) for m in models]
+                for task, metric in keys]
+        widths = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
+        lines.append("")
+        for row in [head] + body:
+            lines.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
     w = ctx.workdir
     paths = [("sample WARCs", w / "warc"), ("documents, funnel", w / "output" / "stats.json"),
              ("funnel plot", w / "output" / "funnel.png"), ("token shards", w / "output" / "shards"),
