@@ -130,3 +130,28 @@ def test_whole_demo_end_to_end(tmp_path):
     assert (tmp_path / "demo" / "eval" / "report" / "report.md").exists()
     # a rerun skips every step
     assert main(["demo", "--workdir", str(tmp_path / "demo"), "--files", "2", "--docs", "100"]) == 0
+
+
+def test_ctrl_c_stops_at_the_step_and_a_rerun_continues_there(tmp_path):
+    calls: list[str] = []
+    steps = fake_steps(calls)
+
+    def interrupted(ctx):
+        calls.append("b")
+        (ctx.path("b")).mkdir(parents=True, exist_ok=True)
+        (ctx.path("b", "partial.txt")).write_text("half")
+        raise KeyboardInterrupt
+
+    real_b = steps[1].run
+    steps[1].run = interrupted
+    term = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        run_steps(steps, DemoContext(tmp_path), terminal=term)
+    assert "b: interrupted" in term.getvalue() and "continue at 'b'" in term.getvalue()
+    assert not (tmp_path / "b" / MARKER).exists()
+    steps[1].run = real_b
+    calls.clear()
+    run_steps(steps, DemoContext(tmp_path), terminal=io.StringIO())
+    assert calls == ["b", "c"]
+    # same config: what the interrupted run left stays for the step's own resume
+    assert (tmp_path / "b" / "partial.txt").exists()
