@@ -82,7 +82,11 @@ def _real_inputs(ctx: DemoContext) -> list[Path]:
         out = []
         for pattern in given:
             matched = sorted(glob.glob(pattern)) or ([pattern] if "://" in pattern else [])
-            out += [Path(m) if "://" not in m else m for m in matched]
+            if not matched:
+                from llmforge.common.errors import UserError
+
+                raise UserError(f"--input {pattern}: matches no file")
+            out += [Path(m).resolve() if "://" not in m else m for m in matched]
         return out
     if not ctx.options.get("use_shared", True) or _shared("warc") is None:
         return []
@@ -484,6 +488,8 @@ def demo_steps() -> list[DemoStep]:
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
+    if not rows:
+        return ""
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
 
@@ -557,5 +563,6 @@ def run_demo(workdir: str | Path = "runs/demo", files: int = 4, docs: int = 400,
     try:
         run_steps(demo_steps(), ctx, until=until, terminal=terminal)
     finally:
-        print(summary_text(ctx), file=terminal, flush=True)
+        if ctx.results:
+            print(summary_text(ctx), file=terminal, flush=True)
     return ctx.results

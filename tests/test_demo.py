@@ -155,3 +155,10 @@ def test_ctrl_c_stops_at_the_step_and_a_rerun_continues_there(tmp_path):
     assert calls == ["b", "c"]
     # same config: what the interrupted run left stays for the step's own resume
     assert (tmp_path / "b" / "partial.txt").exists()
+
+
+def test_demo_input_that_matches_nothing_stops_before_any_step(tmp_path, capsys):
+    from llmforge.cli import main
+
+    assert main(["demo", "--workdir", str(tmp_path / "d"), "--input", str(tmp_path / "none*.warc.gz")]) == 2
+    assert "matches no file" in capsys.readouterr().err and not (tmp_path / "d" / "warc").exists()
