@@ -471,19 +471,19 @@ def _contamination_numbers(results: dict[str, Any]) -> dict[str, float]:
 
 def demo_steps() -> list[DemoStep]:
     return [
-        DemoStep("warcs", "sample WARCs (+ real ones when present)", "warc", step_warcs, warcs_config, 15),
+        DemoStep("warcs", "sample WARCs (+ real ones when present)", "warc", step_warcs, warcs_config, 5),
         DemoStep("data", "data pipeline: extract, filter, dedup, BPE, token shards", "output", step_data,
-                 data_config, 150),
+                 data_config, 200),
         DemoStep("pretrain", "pretraining: 2 Ray Train workers, DeepSpeed ZeRO-2, HF export", "train", step_pretrain,
-                 pretrain_config, 150),
+                 pretrain_config, 90),
         DemoStep("postdata", "SFT / preference / arithmetic data", "postdata", step_postdata, postdata_config, 5),
-        DemoStep("sft", "supervised fine-tuning", "align/sft", align_step("sft"), align_config("sft"), 90),
-        DemoStep("reward", "reward model", "align/reward", align_step("reward"), align_config("reward"), 60),
+        DemoStep("sft", "supervised fine-tuning", "align/sft", align_step("sft"), align_config("sft"), 60),
+        DemoStep("reward", "reward model", "align/reward", align_step("reward"), align_config("reward"), 15),
         DemoStep("dpo", "DPO (reference log-probs, then training)", "align/dpo", align_step("dpo"),
-                 align_config("dpo"), 90),
-        DemoStep("grpo", "GRPO on arithmetic (Ray actor groups)", "align/grpo", step_grpo, align_config("grpo"), 120),
+                 align_config("dpo"), 40),
+        DemoStep("grpo", "GRPO on arithmetic (Ray actor groups)", "align/grpo", step_grpo, align_config("grpo"), 45),
         DemoStep("eval", "evaluation: ppl, multiple choice, contamination, judge, report", "eval", step_eval,
-                 eval_config, 150),
+                 eval_config, 100),
     ]
 
 
