@@ -162,3 +162,15 @@ def test_demo_input_that_matches_nothing_stops_before_any_step(tmp_path, capsys)
 
     assert main(["demo", "--workdir", str(tmp_path / "d"), "--input", str(tmp_path / "none*.warc.gz")]) == 2
     assert "matches no file" in capsys.readouterr().err and not (tmp_path / "d" / "warc").exists()
+
+
+def test_on_a_terminal_one_progress_line_is_redrawn(tmp_path):
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Tty()
+    run_steps(fake_steps([]), DemoContext(tmp_path), terminal=term)
+    text = term.getvalue()
+    assert "\r\033[K[1/3] a: step a  0:00 / ~0:01  (demo 0:00 / ~0:03)" in text
+    assert text.endswith("\r\033[K[3/3] c: done in 0:00\n")
