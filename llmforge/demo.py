@@ -506,11 +506,20 @@ def summary_text(ctx: DemoContext) -> str:
     r = ctx.results
     lines = ["", "llmforge demo: summary", ""]
     rows: list[tuple[str, str]] = []
-    if "data" in r:
-        rows.append(("documents funnel", ", ".join(f"{k} {_num(v)}" for k, v in r["data"].items()) or "-"))
+    # markers store summaries with sorted keys: show them in this order, the rest after
+    order = ["warc_records", "html_documents", "after_filters", "after_dedup", "tokens", "step", "steps", "loss",
+             "val_loss", "val_accuracy", "val_margin", "initial_eval_exact_match", "final_eval_exact_match",
+             "initial_eval_sampled_exact_match", "final_eval_sampled_exact_match", "tokens_per_s", "mfu"]
+
+    def ordered(summary: dict[str, Any]) -> str:
+        keys = sorted(summary, key=lambda k: order.index(k) if k in order else len(order))
+        return ", ".join(f"{k} {_num(summary[k])}" for k in keys)
+
+    if r.get("data"):
+        rows.append(("documents funnel", ordered(r["data"])))
     for name in ("pretrain", "sft", "reward", "dpo", "grpo"):
-        if name in r and r[name]:
-            rows.append((name, ", ".join(f"{k} {_num(v)}" for k, v in r[name].items())))
+        if r.get(name):
+            rows.append((name, ordered(r[name])))
     if rows:
         lines.append(_table(rows))
     evals = r.get("eval") or {}
