@@ -126,10 +126,18 @@ def test_demo_steps_are_named_and_their_configs_fingerprint(tmp_path):
 def test_whole_demo_end_to_end(tmp_path):
     from llmforge.cli import main
 
-    assert main(["demo", "--workdir", str(tmp_path / "demo"), "--files", "2", "--docs", "100"]) == 0
-    assert (tmp_path / "demo" / "eval" / "report" / "report.md").exists()
+    argv = ["demo", "--workdir", str(tmp_path / "demo"), "--files", "2", "--docs", "100", "--no-shared-data"]
+    assert main(argv) == 0  # generated data only: what a checkout without ../shared/data gets
+    report = (tmp_path / "demo" / "eval" / "report" / "report.md").read_text()
+    for task in ("heldout", "arithmetic_mc", "marker_mc", "contamination", "judge"):
+        assert f"## {task}" in report, task
+    assert (tmp_path / "demo" / "hf" / "config.json").exists()
+    for step in ("warcs", "data", "pretrain", "postdata", "sft", "reward", "dpo", "grpo", "eval"):
+        assert (tmp_path / "demo" / "logs" / f"{step}.log").stat().st_size > 0, step
     # a rerun skips every step
-    assert main(["demo", "--workdir", str(tmp_path / "demo"), "--files", "2", "--docs", "100"]) == 0
+    before = {p: p.stat().st_mtime for p in (tmp_path / "demo").rglob(MARKER)}
+    assert len(before) == 9 and main(argv) == 0
+    assert before == {p: p.stat().st_mtime for p in (tmp_path / "demo").rglob(MARKER)}
 
 
 def test_ctrl_c_stops_at_the_step_and_a_rerun_continues_there(tmp_path):
