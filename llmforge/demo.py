@@ -366,7 +366,29 @@ def step_grpo(ctx: DemoContext) -> dict[str, Any]:
 
 def eval_config(ctx: DemoContext) -> dict[str, Any]:
     real = _ppl_source(ctx)
-    return {"eval": EVAL, "ppl": _file_id(real) if real is not None else "generated"}
+    cc = _cc_source(ctx)
+    return {"eval": EVAL, "ppl": _file_id(real) if real is not None else "generated",
+            "cc_text": _file_id(cc) if cc is not None else None}
+
+
+def _cc_source(ctx: DemoContext) -> Path | None:
+    """Common Crawl text (Dolma's CC documents, ../shared/data/cc_text) when present."""
+    if not ctx.options.get("use_shared", True):
+        return None
+    return _shared("cc_text", "dolma_cc_en_head-0091.jsonl.gz")
+
+
+def _cc_text(ctx: DemoContext, path: Path) -> Path | None:
+    """The first `EVAL["ppl_docs"]` Common Crawl documents as JSONL {"text"} (a second held-out set)."""
+    import gzip
+
+    src = _cc_source(ctx)
+    if src is None:
+        return None
+    with gzip.open(src, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line)["text"] for line, _ in zip(f, range(EVAL["ppl_docs"]))]
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in rows if t.strip()))
+    return path
 
 
 def _ppl_source(ctx: DemoContext) -> Path | None:
@@ -412,6 +434,7 @@ def step_eval(ctx: DemoContext) -> dict[str, Any]:
     ev = ctx.path("eval")
     ev.mkdir(parents=True, exist_ok=True)
     ppl_data = _heldout_text(ctx, ev / "heldout.txt")
+    cc_data = _cc_text(ctx, ev / "cc_text.jsonl")
     tasks = sorted(ctx.path("postdata", "mc").glob("*.jsonl"))
     summary: dict[str, Any] = {}
     runs = []
@@ -424,6 +447,9 @@ def step_eval(ctx: DemoContext) -> dict[str, Any]:
         ctx.log(f"eval {name}: perplexity on {ppl_data}")
         ppl = run_ppl(str(model), str(ppl_data), str(d / "ppl"), txt_mode="paragraphs")
         merged.update(ppl["results"])
+        if cc_data is not None:
+            ctx.log(f"eval {name}: perplexity on Common Crawl text {cc_data}")
+            merged.update(run_ppl(str(model), str(cc_data), str(d / "ppl_cc"))["results"])
         for task in tasks:
             ctx.log(f"eval {name}: multiple choice {task.stem}")
             mc = run_mc(str(model), str(task), str(d / "mc" / task.stem))
