@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's main-job command: set up, generate sample WARCs, run the data pipeline end to end.
+# The README's main-job command: set up, then `llmforge demo`: sample WARCs -> data pipeline -> pretraining ->
+# SFT -> reward model -> DPO, GRPO -> evaluation report (flags pass through: --until STEP, --workdir, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash infra/setup.sh
