@@ -21,8 +21,18 @@ def _losses(run) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in read_metrics(run / "metrics.jsonl")}
 
 
-def test_killed_dpo_worker_resumes_on_the_same_curve(ray_local, base_model, preference_file, tmp_path):
+@pytest.fixture(scope="module")
+def few_pairs(tmp_path_factory):
+    """96 pairs: the 8 steps of 8 and a held-out tenth (the reference pass covers every pair)."""
+    from alignment.synthetic import preference_task, write_jsonl
+
+    return write_jsonl(preference_task(96, seed=0), tmp_path_factory.mktemp("dpo_ray") / "pairs.jsonl")
+
+
+def test_killed_dpo_worker_resumes_on_the_same_curve(ray_local, base_model, few_pairs, tmp_path):
     from alignment.job import run_align
+
+    preference_file = few_pairs
 
     quiet = dict(log=lambda *_: None)
     ref = tmp_path / "ref"
