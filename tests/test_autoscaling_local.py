@@ -181,8 +181,10 @@ def test_worker_node_killed_mid_job_every_document_exactly_once(cluster, warcs, 
     assert uninterrupted["status"] == "SUCCEEDED" and expected
     assert _workers(head) == [], "the previous job's worker is still alive"
     out = tmp_path / "out"
-    # One document per block: many small writes, so there is a "middle" to kill the node in.
-    cmd = _job_cmd(head, warcs, out, "execution.docs_per_block=1")
+    # Blocks of a few documents (Ray Data merges what a read yields up to block_mb): many small
+    # writes, so there is a "middle" to kill the node in.
+    small_blocks = ("execution.docs_per_block=2", "execution.block_mb=0.02")
+    cmd = _job_cmd(head, warcs, out, *small_blocks)
     job = _submit_no_wait(head, cmd)
 
     # Wait for the middle: a worker is up and some, not all, documents are written.
@@ -213,7 +215,7 @@ def test_worker_node_killed_mid_job_every_document_exactly_once(cluster, warcs, 
     log = _ray(head, "job", "logs", "--address", head.dashboard, job).stdout
     if status != "SUCCEEDED":
         # The job died with its node: the same command again resumes (the output ledger).
-        log = submit(_job_cmd(head, warcs, out, "execution.docs_per_block=1", wait=True), head.env,
+        log = submit(_job_cmd(head, warcs, out, *small_blocks, wait=True), head.env,
                      timeout=300).stdout
         assert "already done" in log
     ids = _document_ids(out)
