@@ -2,11 +2,16 @@
 raylets the autoscaler starts on this machine): a head with 1 CPU, a `llmforge data run` job
 whose stage actors ask 2 CPUs each (`execution.stage_cpus=2`), so it only runs once the
 autoscaler adds a `cpu_data` worker (2 CPUs). Then the idle worker goes away again; and a worker
-node killed in the middle of the job does not cost or duplicate a single document.
+node killed in the middle of the job does not cost or duplicate a single document
+(LLMFORGE_SLOW=1; the job either survives the kill or a rerun of the same command resumes).
+
+Teardown kills only this head's processes (its process tree and whatever names its temp dir),
+never `ray stop`, which would take every Ray on the machine with it.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import uuid
@@ -175,6 +180,10 @@ def _kill_tree(proc: psutil.Process) -> None:
             pass
 
 
+@pytest.mark.skipif(os.environ.get("LLMFORGE_SLOW") != "1", reason=(
+    "set LLMFORGE_SLOW=1: 40 s to 3 min here (after the kill the autoscaler waits out "
+    "AUTOSCALER_HEARTBEAT_TIMEOUT_S, then starts a new worker raylet and the stage actor on "
+    "it), which does not fit this file's 3 minutes on a shared 2-core machine"))
 def test_worker_node_killed_mid_job_every_document_exactly_once(cluster, warcs, uninterrupted, tmp_path):
     head = cluster
     expected = _document_ids(uninterrupted["out"])
