@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -72,9 +73,7 @@ def _workers(head: Head, state: str = "ALIVE") -> list[dict]:
     return [n for n in _nodes(head) if not n["is_head_node"] and n["state"] == state]
 
 
-def _ray(head: Head, *args: str):
-    import subprocess
-
+def _ray(head: Head, *args: str) -> subprocess.CompletedProcess:
     done = subprocess.run([str(BIN / "ray"), *args], env=head.env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return done
