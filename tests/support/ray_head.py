@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -90,6 +91,7 @@ def ray_head(num_cpus: int = 2, extra_args: list[str] = (), extra_env: dict[str,
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
         head.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def submit(cmd: list[str], env: dict[str, str], timeout: float = 400, check: bool = True
