@@ -234,14 +234,10 @@ class TrainerWorker:
 
     def generate(self, prompts: list[list[int]], seeds: list[int], sampling: dict[str, Any], pad_id: int,
                  batch_size: int) -> dict[str, Any]:
-        """The hybrid engine: this rank generates with the weights it trains (`Rollout.generate`)."""
-        model = self._generating_model()
-        model.eval()
-        try:
-            return generate_rollouts(model, self.version, prompts, seeds, sampling, pad_id, batch_size)
-        finally:
-            if model is self.engine.module:
-                model.train()
+        """The hybrid engine: this rank generates with the weights it trains (`Rollout.generate`;
+        `training.generate.generate` puts the module in eval mode and back)."""
+        return generate_rollouts(self._generating_model(), self.version, prompts, seeds, sampling, pad_id,
+                                 batch_size)
 
     # ------------------------------------------------------------------ weights and checkpoints
 

@@ -5,7 +5,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,10 @@ import psutil
 import pytest
 
 from dataproc.synthetic.sample_warc import write_sample_warc
+from tests.support.ray_head import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +27,9 @@ def ray_head():
 
     `ray stop` would also kill the test session's own Ray, so it is not used here.
     """
-    gcs, dashboard, metrics = _free_port(), _free_port(), _free_port()
+    gcs, dashboard, metrics = free_port(), free_port(), free_port()
     # The session's own Ray already holds the default agent ports; this head needs its own.
-    agent_http, agent_grpc, runtime_env_agent = _free_port(), _free_port(), _free_port()
+    agent_http, agent_grpc, runtime_env_agent = free_port(), free_port(), free_port()
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     head = subprocess.Popen(

@@ -12,7 +12,6 @@ import contextlib
 import json
 import math
 import os
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -29,12 +28,6 @@ from training.flops import peak_flops
 from training.model import count_parameters, flops_per_token
 from training.schedule import lr_factor
 from training.task import PRETRAIN, load_task
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def rendezvous_store(host: str, port: int, world: int, is_master: bool):
     """The TCP store a process group meets at. The master binds port 0 when `port` is 0: a port
@@ -58,20 +51,13 @@ def _under_ray_train() -> bool:
 LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
-@contextlib.contextmanager
 def launcher_env_restored():
     """Takes back the launcher variables a group set up in this process wrote, so that a
     subprocess started later (a test, a data job) does not inherit a MASTER_PORT this process
     listens on."""
-    before = {k: os.environ.get(k) for k in LAUNCHER_ENV}
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    from llmforge.common.environ import env_restored
+
+    return env_restored(*LAUNCHER_ENV)
 
 
 def _init_distributed(device: torch.device, store=None) -> tuple[int, int]:

@@ -23,6 +23,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from llmforge.common.environ import env_restored
+
 FORCE = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
 FORCE_NO = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"  # torch refuses to load if both are set
 
@@ -45,18 +47,11 @@ def checkpoint_globals() -> list[Callable]:
 def weights_only_loading(extra_globals: Sequence[Callable] = ()) -> Iterator[None]:
     """Within the block every `torch.load` is weights_only, whatever its caller asked for,
     and DeepSpeed's checkpoint types (plus `extra_globals`) are allowed."""
-    saved = {key: os.environ.get(key) for key in (FORCE, FORCE_NO)}
-    os.environ[FORCE] = "1"
-    os.environ.pop(FORCE_NO, None)
-    try:
+    with env_restored(FORCE, FORCE_NO):
+        os.environ[FORCE] = "1"
+        os.environ.pop(FORCE_NO, None)
         with torch.serialization.safe_globals([*checkpoint_globals(), *extra_globals]):
             yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu", **kwargs: Any) -> Any:

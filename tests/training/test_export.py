@@ -11,7 +11,6 @@ import json
 import os
 import pickle
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.support.ray_head import free_port
 from training.export import export_hf, load_model_state, state_dict_for_export, to_hf_config
 from training.model import Llama, ModelConfig
 from training.safe_load import FORCE, safe_torch_load, weights_only_loading
@@ -40,12 +40,6 @@ def model_config(name: str) -> ModelConfig:
     # A larger init than training's 0.02 so that logits are O(1) and a wrong head layout,
     # rotary base or norm would show far above the tolerance.
     return ModelConfig(preset="tiny", vocab_size=VOCAB, init_std=0.2, **SPECS[name][2])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_checkpoints(root: str) -> None:
@@ -106,7 +100,7 @@ def tokenizer_path(tmp_path_factory) -> Path:
 def checkpoints(tmp_path_factory, tokenizer_path) -> Path:
     root = tmp_path_factory.mktemp("ckpts")
     env = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(_free_port())}
+           "MASTER_PORT": str(free_port())}
     # The same JIT-op cache as training (training/trainer.py): DeepSpeed builds a C++ op once.
     env.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "llmforge" / "torch_extensions"))
     code = "import sys; from tests.training.test_export import write_checkpoints; write_checkpoints(sys.argv[1])"

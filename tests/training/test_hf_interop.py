@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from llmforge.common.errors import UserError
-from tests.training.test_export import _free_port
+from tests.support.ray_head import free_port
 from training.chat import ChatTokenizer
 from training.export import checkpoint_kind, export_hf, load_model, load_model_state, save_hf_dir, to_hf_config
 from training.hf_import import load_hf_state, read_hf_config
@@ -297,7 +297,7 @@ def write_zero2_lora_checkpoint(root: str) -> None:
 
 def test_zero2_lora_checkpoint_from_deepspeed(tmp_path):
     env = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-           "MASTER_PORT": str(_free_port())}
+           "MASTER_PORT": str(free_port())}
     code = ("import sys; from tests.training.test_hf_interop import write_zero2_lora_checkpoint; "
             "write_zero2_lora_checkpoint(sys.argv[1])")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, env=env,
