@@ -1,8 +1,12 @@
 """The demo: the whole product in one command on an embedded local Ray (`llmforge demo`,
 `bash infra/demo.sh`):
 
-    warcs     sample WARCs with planted ground truth (+ the real WARCs of ../shared/data, or --input)
-    data      the data job (data_demo.yaml): extract, filter, dedup, domains, BPE, token shards
+    warcs     sample WARCs with planted ground truth (+ the real WARCs of ../shared/data, or --input),
+              the URL blocklist and the benchmark files the corpus is decontaminated against
+    quality   the quality classifier the data job filters with: reference-quality text vs raw web
+              text (DCLM's recipe; Wikipedia vs Common Crawl text when ../shared/data is present)
+    data      the data job (data_demo.yaml): extract, filter, dedup, decontaminate, quality
+              classifier, domains, BPE, token shards
     pretrain  2 Ray Train workers, DeepSpeed ZeRO-2 (pretrain_demo.yaml), HF export, a sample
     postdata  SFT / preference / arithmetic files (generated; + real ones of ../shared/data)
     sft       supervised fine-tuning of the pretrained model (sft_demo.yaml)
@@ -35,13 +39,15 @@ TRAIN_CONFIG = "pretrain_demo.yaml"
 ALIGN_CONFIGS = {"sft": "sft_demo.yaml", "reward": "reward_demo.yaml", "dpo": "dpo_demo.yaml",
                  "grpo": "grpo_demo.yaml"}
 SAMPLE_PROMPT = "The city"
-STEP_NAMES = ("warcs", "data", "pretrain", "postdata", "sft", "reward", "dpo", "grpo", "eval")
+STEP_NAMES = ("warcs", "quality", "data", "pretrain", "postdata", "sft", "reward", "dpo", "grpo", "eval")
 # ../shared/data next to the checkout (as tests/support/text_shards.py finds it), or $LLMFORGE_SHARED_DATA.
 SHARED_DATA = Path(os.environ.get("LLMFORGE_SHARED_DATA",
                                   Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 # Sizes of the generated / sampled post-training data and of the evaluation (2-core laptop).
 POST = {"sft_synthetic": 400, "sft_arithmetic": 2000, "sft_real": 200, "pairs_synthetic": 480, "pairs_real": 100,
         "rl_prompts": 64, "judge_prompts": 24, "seed": 0}
+# The quality classifier's training set (documents per class; DCLM trains on a few thousand).
+QUALITY = {"max_docs_per_class": 1500, "reference_docs": 600, "chunk_words": 300, "seed": 0}
 EVAL = {"ppl_docs": 40, "mc_items": 60, "mc_tasks": ["arc_easy", "copa", "piqa"], "mc_max_tokens": 100, "contamination_shards": 10,
         "contamination_permutations": 20, "judge_max_new_tokens": 24}
 
@@ -95,7 +101,21 @@ def _real_inputs(ctx: DemoContext) -> list[Path]:
 
 def warcs_config(ctx: DemoContext) -> dict[str, Any]:
     real = [_file_id(p) if isinstance(p, Path) and p.exists() else str(p) for p in _real_inputs(ctx)]
-    return {"files": ctx.options.get("files", 4), "docs": ctx.options.get("docs", 400), "real": real}
+    return {"files": ctx.options.get("files", 4), "docs": ctx.options.get("docs", 400), "real": real,
+            "evalsets": [_file_id(p) for p in _shared_evalsets(ctx)], "mc_items": EVAL["mc_items"]}
+
+
+def _shared_evalsets(ctx: DemoContext) -> list[Path]:
+    """The real multiple-choice sets the demo evaluates on (../shared/data/evalsets), when present."""
+    if not ctx.options.get("use_shared", True):
+        return []
+    found = (_shared("evalsets", "llm_foundry", f"{t}.jsonl") for t in EVAL["mc_tasks"])
+    return [p for p in found if p is not None]
+
+
+def _decontamination_files(ctx: DemoContext) -> list[Path]:
+    """The benchmarks the evaluation uses, whole: the corpus is decontaminated against them."""
+    return _shared_evalsets(ctx) or sorted(ctx.path("warc", "evalsets").glob("*.jsonl"))
 
 
 def step_warcs(ctx: DemoContext) -> dict[str, Any]:
@@ -117,8 +137,93 @@ def step_warcs(ctx: DemoContext) -> dict[str, Any]:
     (warcs / "blocklist.txt").write_text("".join(f"{d}\n" for d in sorted(blocked)))
     real = [str(p) for p in _real_inputs(ctx)]
     (warcs / "inputs.json").write_text(json.dumps({"sample": paths, "real": real}, indent=1))
-    ctx.log(f"{len(paths)} sample WARC files in {warcs}; real inputs: {real}")
+    if not _shared_evalsets(ctx):
+        _generated_mc_tasks(warcs / "evalsets")
+    ctx.log(f"{len(paths)} sample WARC files in {warcs}; real inputs: {real}; "
+            f"benchmarks: {[str(p) for p in _decontamination_files(ctx)]}")
     return {"sample_files": len(paths), "real_files": len(real)}
+
+
+# ------------------------------------------------------------------------------ quality
+
+
+def quality_config(ctx: DemoContext) -> dict[str, Any]:
+    reference = _reference_file(ctx)
+    return {"sizes": QUALITY, "reference": _file_id(reference) if reference is not None else "generated",
+            "web_text": [_file_id(p) for p in _cc_training_text(ctx)]}
+
+
+def _reference_file(ctx: DemoContext) -> Path | None:
+    """Wikipedia articles (../shared/data), when present: not WikiText-2, which eval reads."""
+    return _shared("pretrain_text", "llamafactory_wiki_demo.txt") if ctx.options.get("use_shared", True) else None
+
+
+def _cc_training_text(ctx: DemoContext) -> list[Path]:
+    """Common Crawl text (Dolma) for the classifier's raw-web class: not the file eval reads."""
+    if not ctx.options.get("use_shared", True) or _shared("cc_text") is None:
+        return []
+    return sorted(p for p in _shared("cc_text").glob("*.jsonl.gz") if p != _cc_source(ctx))
+
+
+def _reference_docs(ctx: DemoContext) -> list[str]:
+    """Reference-quality text: Wikipedia articles cut into web-page-sized passages when
+    ../shared/data is present, else generated well-formed English articles."""
+    src = _reference_file(ctx)
+    if src is None:
+        import random
+
+        from dataproc.synthetic.english import EnglishText
+
+        text = EnglishText(random.Random(QUALITY["seed"] + 1000))
+        return ["\n\n".join(text.paragraphs()) for _ in range(QUALITY["reference_docs"])]
+    from dataproc.reading.text_files import iter_texts
+
+    n, docs = QUALITY["chunk_words"], []
+    for article in iter_texts(src):
+        words = article.split()
+        docs += [" ".join(words[i:i + n]) for i in range(0, len(words), n) if len(words[i:i + n]) > 50]
+    return docs
+
+
+def _raw_web_docs(ctx: DemoContext) -> list[str]:
+    """Raw web text: the main text of every HTML page of the demo's input WARCs, unfiltered
+    (spam, boilerplate, other languages included), plus Common Crawl text when present."""
+    import collections
+
+    from dataproc.documents.extract import ExtractOptions, extract_text
+    from dataproc.reading.records import WarcReadOptions, iter_html_responses
+    from dataproc.reading.text_files import iter_texts
+
+    inputs = json.loads(ctx.path("warc", "inputs.json").read_text())
+    options, read_options, docs = ExtractOptions(), WarcReadOptions(), []
+    for path in inputs["sample"] + inputs["real"]:
+        if "://" in path:
+            continue
+        with open(path, "rb") as f:
+            for record in iter_html_responses(f, path, read_options, collections.Counter()):
+                text, _ = extract_text(record["html"], options)
+                if text:
+                    docs.append(text)
+    for path in _cc_training_text(ctx):
+        docs += list(iter_texts(path))
+    return docs
+
+
+def step_quality(ctx: DemoContext) -> dict[str, Any]:
+    from dataproc.corpus.quality.train import train_quality_model
+
+    out = ctx.path("quality")
+    out.mkdir(parents=True, exist_ok=True)
+    reference, web = _reference_docs(ctx), _raw_web_docs(ctx)
+    (out / "reference.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in reference))
+    (out / "raw_web.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in web))
+    ctx.log(f"quality classifier: {len(reference)} reference documents vs {len(web)} raw web documents")
+    metrics = train_quality_model([out / "reference.jsonl"], [out / "raw_web.jsonl"], out / "quality.npz",
+                                  seed=QUALITY["seed"], max_docs_per_class=QUALITY["max_docs_per_class"])
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    ctx.log(f"quality classifier: {metrics}")
+    keep = ("n_pos", "n_neg", "heldout_accuracy", "heldout_auc")
+    return {k: metrics[k] for k in keep if isinstance(metrics.get(k), (int, float))}
 
 
 # ------------------------------------------------------------------------------ data
@@ -139,6 +244,8 @@ def step_data(ctx: DemoContext) -> dict[str, Any]:
         "input.paths": inputs["sample"] + inputs["real"],
         "output.path": str(ctx.path("output")),
         "stages.url_filter.blocklist_paths": [str(ctx.path("warc", "blocklist.txt"))],
+        "stages.decontaminate.eval_files": [str(p) for p in _decontamination_files(ctx)],
+        "stages.quality_model.model_path": str(ctx.path("quality", "quality.npz")),
     })
     ctx.log(f"data job on {len(inputs['sample']) + len(inputs['real'])} WARC files, config {config}")
     run_data_job(cfg, log=ctx.log)
@@ -148,7 +255,8 @@ def step_data(ctx: DemoContext) -> dict[str, Any]:
 
 def _funnel_summary(stats: dict[str, Any]) -> dict[str, Any]:
     """The numbers the final table shows, from stats.json: WARC records -> HTML documents ->
-    after the filters -> after dedup -> tokens."""
+    after the document filters -> after dedup -> after decontamination -> after the quality
+    classifier -> tokens."""
     out: dict[str, Any] = {}
     warc = stats.get("warc") or {}
     if isinstance(warc.get("records"), int):
@@ -156,15 +264,22 @@ def _funnel_summary(stats: dict[str, Any]) -> dict[str, Any]:
     if isinstance(stats.get("documents_in"), int):
         out["html_documents"] = stats["documents_in"]
     stages = stats.get("stages") or []
-    filtered = [s for s in stages if "dedup" not in s.get("stage", "")]
-    if filtered:
-        out["after_filters"] = filtered[-1]["out"]
-    if isinstance(stats.get("documents_out"), int):
-        out["after_dedup"] = stats["documents_out"]
+    document_stages = [s for s in stages if s.get("stage") not in CORPUS_STAGES]
+    if document_stages:
+        out["after_filters"] = document_stages[-1]["out"]
+    for s in stages:
+        if s.get("stage") in CORPUS_SUMMARY:
+            out[CORPUS_SUMMARY[s["stage"]]] = s["out"]
     tokens = stats.get("tokens") or {}
     if isinstance(tokens.get("total"), int):
         out["tokens"] = tokens["total"]
     return out
+
+
+CORPUS_STAGES = ("exact_dedup", "minhash_dedup", "decontaminate", "quality_model", "domains")
+# The corpus stages' funnel rows the summary shows (after exact and near dedup: one number).
+CORPUS_SUMMARY = {"minhash_dedup": "after_dedup", "decontaminate": "after_decontaminate",
+                  "quality_model": "after_quality"}
 
 
 # ------------------------------------------------------------------------------ pretrain
@@ -204,7 +319,26 @@ def step_pretrain(ctx: DemoContext) -> dict[str, Any]:
         rows = read_metrics(run_dir(cfg) / "metrics.jsonl")
         last = rows[-1] if rows else {}
     keep = ("step", "loss", "val_loss", "tokens_per_s", "mfu")
-    return {k: last[k] for k in keep if isinstance(last.get(k), (int, float))}
+    out = {k: last[k] for k in keep if isinstance(last.get(k), (int, float))}
+    if cfg.data.val_fraction > 0:
+        out["unigram_val_loss"] = unigram_val_loss(cfg.data.shards, cfg.data.seq_len, cfg.data.val_fraction)
+    return out
+
+
+def unigram_val_loss(shards: str, seq_len: int, val_fraction: float) -> float:
+    """The validation loss (nats/token) of the best unigram model of the training tokens (add-one
+    smoothed) on the same validation windows: what the pretrained model must beat to have
+    learnt more than token frequencies."""
+    import numpy as np
+
+    from training.data import split_train_val
+
+    train, val = split_train_val(shards, seq_len, val_fraction)
+    counts = np.bincount(train.stream.slice(0, train.count * seq_len),
+                         minlength=int(train.stream.manifest["vocab_size"]))
+    logp = np.log((counts + 1.0) / (counts.sum() + len(counts)))
+    targets = np.concatenate([val.window(i)[1:] for i in range(len(val))])
+    return round(float(-logp[targets].mean()), 4)
 
 
 # ------------------------------------------------------------------------------ postdata
@@ -218,8 +352,7 @@ def postdata_config(ctx: DemoContext) -> dict[str, Any]:
             if p is not None:
                 real[name] = _file_id(p)
     mc = {k: EVAL[k] for k in ("mc_items", "mc_tasks", "mc_max_tokens")}
-    evalsets = [t for t in EVAL["mc_tasks"] if _shared("evalsets", "llm_foundry", f"{t}.jsonl") is not None]
-    return {"sizes": POST, "real": real, "mc": mc, "evalsets": evalsets if ctx.options.get("use_shared", True) else []}
+    return {"sizes": POST, "real": real, "mc": mc, "evalsets": [p.stem for p in _shared_evalsets(ctx)]}
 
 
 def step_postdata(ctx: DemoContext) -> dict[str, Any]:
@@ -250,41 +383,46 @@ def step_postdata(ctx: DemoContext) -> dict[str, Any]:
     # Judge prompts: the preference task's kind of prompt (the reward model judges what it learnt)
     judge = [{"id": p.id, "prompt": p.prompt[-1]["content"]} for p in preference_task(POST["judge_prompts"], seed=seed + 7)]
     (out / "judge_prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in judge))
-    _mc_tasks(out / "mc", ctx.path("output", "tokenizer.json"), ctx.options.get("use_shared", True))
+    _mc_tasks(ctx, out / "mc", ctx.path("output", "tokenizer.json"))
     ctx.log(f"{len(sft)} SFT conversations, {len(pairs)} preference pairs, {len(rl)} arithmetic prompts -> {out}")
     return {"sft_examples": len(sft), "pairs": len(pairs), "rl_prompts": len(rl), "real_files": len(real)}
 
 
-def _mc_tasks(out: Path, tokenizer: Path, use_shared: bool) -> None:
-    """Multiple-choice task files: real ones (../shared/data/evalsets, first items) when present,
-    else generated ones (arithmetic sums, the preference task's marker word)."""
+def _mc_tasks(ctx: DemoContext, out: Path, tokenizer: Path) -> None:
+    """Multiple-choice task files: the first items of the real sets (../shared/data/evalsets)
+    that fit the demo model's window when present, else the generated ones the warcs step wrote."""
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    shared = _shared_evalsets(ctx)
+    if not shared:
+        for path in sorted(ctx.path("warc", "evalsets").glob("*.jsonl")):
+            shutil.copyfile(path, out / path.name)
+        return
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer))
+    for src in shared:
+        kept = []
+        for line in src.read_text().splitlines():
+            row = json.loads(line)
+            # only items whose question + longest choice fit the demo model's 128-token window
+            longest = max(len(tok.encode(row["query"] + " " + c).ids) for c in row["choices"])
+            if longest <= EVAL["mc_max_tokens"]:
+                kept.append(line)
+            if len(kept) == EVAL["mc_items"]:
+                break
+        (out / src.name).write_text("\n".join(kept) + "\n")
+
+
+def _generated_mc_tasks(out: Path) -> None:
+    """Generated multiple-choice sets for a checkout without ../shared/data: arithmetic sums and
+    the preference task's marker word."""
     import random
 
     from alignment.synthetic import MARKER, NEUTRAL, _words
 
     out.mkdir(parents=True, exist_ok=True)
-    found = 0
-    if use_shared:
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(tokenizer))
-        for name in EVAL["mc_tasks"]:
-            src = _shared("evalsets", "llm_foundry", f"{name}.jsonl")
-            if src is None:
-                continue
-            kept = []
-            for line in src.read_text().splitlines():
-                row = json.loads(line)
-                # only items whose question + longest choice fit the demo model's 128-token window
-                longest = max(len(tok.encode(row["query"] + " " + c).ids) for c in row["choices"])
-                if longest <= EVAL["mc_max_tokens"]:
-                    kept.append(line)
-                if len(kept) == EVAL["mc_items"]:
-                    break
-            (out / f"{name}.jsonl").write_text("\n".join(kept) + "\n")
-            found += 1
-    if found:
-        return
     rng = random.Random(11)
     rows = []
     for _ in range(EVAL["mc_items"]):
@@ -497,11 +635,13 @@ def _contamination_numbers(results: dict[str, Any]) -> dict[str, float]:
 
 def demo_steps() -> list[DemoStep]:
     return [
-        DemoStep("warcs", "sample WARCs (+ real ones when present)", "warc", step_warcs, warcs_config, 5),
+        DemoStep("warcs", "sample WARCs (+ real ones when present), benchmarks", "warc", step_warcs, warcs_config, 5),
+        DemoStep("quality", "quality classifier: reference text vs raw web text", "quality", step_quality,
+                 quality_config, 20),
         DemoStep("data", "data pipeline: extract, filter, dedup, BPE, token shards", "output", step_data,
                  data_config, 200),
         DemoStep("pretrain", "pretraining: 2 Ray Train workers, DeepSpeed ZeRO-2, HF export", "train", step_pretrain,
-                 pretrain_config, 90),
+                 pretrain_config, 170),
         DemoStep("postdata", "SFT / preference / arithmetic data", "postdata", step_postdata, postdata_config, 5),
         DemoStep("sft", "supervised fine-tuning", "align/sft", align_step("sft"), align_config("sft"), 60),
         DemoStep("reward", "reward model", "align/reward", align_step("reward"), align_config("reward"), 15),
@@ -533,14 +673,18 @@ def summary_text(ctx: DemoContext) -> str:
     lines = ["", "llmforge demo: summary", ""]
     rows: list[tuple[str, str]] = []
     # markers store summaries with sorted keys: show them in this order, the rest after
-    order = ["warc_records", "html_documents", "after_filters", "after_dedup", "tokens", "step", "steps", "loss",
-             "val_loss", "val_accuracy", "val_margin", "initial_eval_exact_match", "final_eval_exact_match",
+    order = ["warc_records", "html_documents", "after_filters", "after_dedup", "after_decontaminate",
+             "after_quality", "tokens", "n_pos", "n_neg", "heldout_accuracy",
+             "heldout_auc", "step", "steps", "loss",
+             "val_loss", "unigram_val_loss", "val_accuracy", "val_margin", "initial_eval_exact_match", "final_eval_exact_match",
              "initial_eval_sampled_exact_match", "final_eval_sampled_exact_match", "tokens_per_s", "mfu"]
 
     def ordered(summary: dict[str, Any]) -> str:
         keys = sorted(summary, key=lambda k: order.index(k) if k in order else len(order))
         return ", ".join(f"{k} {_num(summary[k])}" for k in keys)
 
+    if r.get("quality"):
+        rows.append(("quality classifier", ordered(r["quality"])))
     if r.get("data"):
         rows.append(("documents funnel", ordered(r["data"])))
     for name in ("pretrain", "sft", "reward", "dpo", "grpo"):
@@ -561,7 +705,8 @@ def summary_text(ctx: DemoContext) -> str:
         for row in [head] + body:
             lines.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
     w = ctx.workdir
-    paths = [("sample WARCs", w / "warc"), ("documents, funnel", w / "output" / "stats.json"),
+    paths = [("sample WARCs", w / "warc"), ("quality classifier", w / "quality" / "quality.npz"),
+             ("documents, funnel", w / "output" / "stats.json"),
              ("funnel plot", w / "output" / "funnel.png"), ("token shards", w / "output" / "shards"),
              ("pretrained (HF)", w / "hf"), ("pretraining run", w / "train" / "pretrain"),
              ("SFT / RM / DPO / GRPO", w / "align"), ("eval report", w / "eval" / "report" / "report.md"),

@@ -132,11 +132,28 @@ def test_whole_demo_end_to_end(tmp_path):
     for task in ("heldout", "arithmetic_mc", "marker_mc", "contamination", "judge"):
         assert f"## {task}" in report, task
     assert (tmp_path / "demo" / "hf" / "config.json").exists()
-    for step in ("warcs", "data", "pretrain", "postdata", "sft", "reward", "dpo", "grpo", "eval"):
+    from llmforge.demo import STEP_NAMES
+
+    for step in STEP_NAMES:
         assert (tmp_path / "demo" / "logs" / f"{step}.log").stat().st_size > 0, step
+    # every corpus stage ran, the quality classifier the demo trained among them
+    stats = json.loads((tmp_path / "demo" / "output" / "stats.json").read_text())
+    ran = [s["stage"] for s in stats["stages"]]
+    for stage in ("exact_dedup", "minhash_dedup", "decontaminate", "quality_model"):
+        assert stage in ran, (stage, ran)
+    import pyarrow.dataset as ds
+
+    columns = ds.dataset(tmp_path / "demo" / "output" / "curated").schema.names
+    for column in ("domain", "domain_score", "quality_score", "contaminated_by"):
+        assert column in columns, (column, columns)
+    quality = json.loads((tmp_path / "demo" / "quality" / "metrics.json").read_text())
+    assert quality["heldout_auc"] > 0.7, quality
+    # the pretrained model learnt more than token frequencies
+    pretrain = json.loads((tmp_path / "demo" / "train" / MARKER).read_text())["summary"]
+    assert pretrain["val_loss"] < pretrain["unigram_val_loss"] - 0.5, pretrain
     # a rerun skips every step
     before = {p: p.stat().st_mtime for p in (tmp_path / "demo").rglob(MARKER)}
-    assert len(before) == 9 and main(argv) == 0
+    assert len(before) == len(STEP_NAMES) and main(argv) == 0
     assert before == {p: p.stat().st_mtime for p in (tmp_path / "demo").rglob(MARKER)}
 
 
