@@ -164,6 +164,8 @@ class TrainerWorker:
         each micro-batch's loss numerator is divided by `denominator`, the step's total over
         every micro-batch of every rank (pg_losses: normalised once, not per micro-batch).
         `version`: the weights after the step are that policy version (`set_version`)."""
+        from training.loop import engine_step
+
         if len(micro_batches) != self.accum:
             raise ValueError(f"{len(micro_batches)} micro-batches for an accumulation of {self.accum}")
         sums: dict[str, float] = {}
@@ -173,12 +175,11 @@ class TrainerWorker:
             numerator, metrics = self._loss(batch)
             scale = 0.0 if empty else self.accum * self.world / denominator  # engine: / accum, mean over ranks
             self.engine.backward(numerator * scale)
-            self.engine.step()
+            norm = engine_step(self.engine)
             if not empty:
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
-        norm = self.engine.get_global_grad_norm()
-        sums["grad_norm"] = float(norm.item() if torch.is_tensor(norm) else norm) if norm is not None else float("nan")
+        sums["grad_norm"] = float("nan") if norm is None else norm
         if version is not None:
             self.set_version(version)
         return sums

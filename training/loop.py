@@ -268,6 +268,7 @@ def train_worker(job: dict[str, Any]) -> dict[str, Any]:
     last: dict[str, Any] = {}
     window_start, tokens_since = time.perf_counter(), 0
     window = torch.zeros(len(names) + 1, dtype=torch.float64)  # local sums, then the weight
+    grad_norm = float("nan")  # of the last optimizer step
     while step < cfg.train.max_steps:
         for hook in step_hooks:
             hook(step, rank, run_dir)
@@ -279,7 +280,8 @@ def train_worker(job: dict[str, Any]) -> dict[str, Any]:
         for idx in micro:
             loss_sum, metrics = task.loss(engine, _to_device(train.batch(idx), device))
             engine.backward(loss_sum * scale)
-            engine.step()
+            norm = engine_step(engine)
+            grad_norm = grad_norm if norm is None else norm
             step_sums += torch.tensor([float(loss_sum.detach()), *(float(metrics[m]) for m in task.metric_names)],
                                       dtype=torch.float64)
         local_ok = math.isfinite(float(step_sums[0]))
@@ -314,7 +316,7 @@ def train_worker(job: dict[str, Any]) -> dict[str, Any]:
         tokens_per_s = tokens_since / elapsed
         row = {
             "step": step, **dict(zip(names, means)), "lr": scheduler.get_last_lr()[0],
-            "grad_norm": _grad_norm(engine), "tokens_per_s": tokens_per_s,
+            "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
             "tokens_per_s_per_worker": tokens_per_s / world,
             "mfu": fpt * tokens_per_s / world / peak, "tokens_seen": step * tokens_per_step,
             "samples_seen": step * global_batch, "time": time.time(),
@@ -367,8 +369,20 @@ def _resume_source(latest, stack: contextlib.ExitStack, global_batch: int, world
     return info
 
 
-def _grad_norm(engine) -> float:
+def engine_step(engine) -> float | None:
+    """`engine.step()`; at a gradient-accumulation boundary returns the global gradient norm
+    before clipping (None elsewhere). DeepSpeed keeps that norm (`get_global_grad_norm`) under
+    ZeRO 1-3 and mixed precision; under ZeRO-0 in fp32 it clips with it and drops it, so there it
+    is taken here, from the gradients `engine.backward` has already all-reduced."""
+    boundary = engine.is_gradient_accumulation_boundary()
+    own = None
+    if boundary and engine.zero_optimization_stage() == 0 and not (engine.fp16_enabled() or engine.bfloat16_enabled()):
+        grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
+        own = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+    engine.step()
+    if not boundary:
+        return None
+    if own is not None:
+        return own
     norm = engine.get_global_grad_norm()
-    if norm is None:
-        return float("nan")
-    return float(norm.item() if torch.is_tensor(norm) else norm)
+    return float("nan") if norm is None else float(norm.item() if torch.is_tensor(norm) else norm)

@@ -216,10 +216,10 @@ def test_trainer_update_one_big_batch_equals_accumulated_micro_batches(tmp_path)
     adv = rng.normal(size=n).astype(np.float32)
     arrays = {"ids": ids, "mask": mask, "advantages": adv[:, None] * mask[:, 1:].astype(np.float32)}
     results = {}
-    for micro in (24, 6):
+    for micro, stage in ((24, 2), (6, 2), (24, 0)):
         cfg = load_config(config_class("grpo"), None, {
             "model": str(ckpt), "data.path": "unused.jsonl", "reward.function": "math", "group_size": 4,
-            "train.prompts_per_step": 6, "train.micro_batch_size": micro, "train.zero_stage": 2, "optim.lr": 0.1,
+            "train.prompts_per_step": 6, "train.micro_batch_size": micro, "train.zero_stage": stage, "optim.lr": 0.1,
             "optim.eps": 1.0})  # Adam's eps >> |g|: the step is ~lr x g, so weights compare like gradients
         worker = PolicyTrainer("grpo", cfg.model_dump(mode="json"), 0, 1, 1, {})
         with launcher_env_restored():
@@ -227,10 +227,15 @@ def test_trainer_update_one_big_batch_equals_accumulated_micro_batches(tmp_path)
         assert worker.accum == 24 // micro
         slots = Slots(lengths.tolist(), 1, worker.accum, micro)
         metrics = worker.update(slots.split(arrays)[0], float(mask[:, 1:].sum()))
-        results[micro] = (metrics["grad_norm"], worker.weights())
-    (norm_one, w_one), (norm_acc, w_acc) = results[24], results[6]
+        results[micro, stage] = (metrics["grad_norm"], worker.weights())
+    (norm_one, w_one), (norm_acc, w_acc) = results[24, 2], results[6, 2]
     assert np.isfinite(norm_one) and norm_one > 0
     assert norm_acc == pytest.approx(norm_one, rel=1e-5)
+    # ZeRO-0 in fp32: DeepSpeed clips without keeping the norm; engine_step reports the same one
+    norm_zero0, w_zero0 = results[24, 0]
+    assert norm_zero0 == pytest.approx(norm_one, rel=1e-5)
+    for key in w_one:
+        assert torch.allclose(w_one[key], w_zero0[key], rtol=0, atol=1e-6), key
     start = resolve_model(ckpt).state_dict()
     assert any(not torch.equal(w_one[k], start[k]) for k in w_one)
     for key in w_one:

@@ -210,6 +210,7 @@ def test_tiny_sweep_fit_and_held_out_prediction(ray_local, text_shards, tmp_path
         assert 1.0 < r["val_bytes_per_token"] < 8.0
         metrics = [json.loads(x) for x in Path(r["run_dir"], "metrics.jsonl").read_text().splitlines()]
         assert metrics[-1]["step"] == r["steps"] and metrics[-1]["val_loss"] == r["val_loss"]
+        assert all(0 < m["grad_norm"] < 100 for m in metrics), metrics  # ZeRO-0: the loop's own norm
     by = {(r["model"], r["group_flops"]): r for r in rows}
     assert by[("d16", 6e9)]["val_loss"] < by[("d16", 3e9)]["val_loss"]  # twice the tokens: lower loss
     import pyarrow.parquet as pq
