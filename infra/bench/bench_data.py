@@ -1,20 +1,25 @@
-"""Benchmark: llmforge's data pipeline (first half) vs datatrove on the same WARC files.
+"""Benchmark: llmforge's data pipeline (first half) vs a plain loop over the same functions
+and vs datatrove, on the same WARC files, at two input sizes.
 
 Builds CC-style WARC files from the real HTML pages in ../shared/data/extraction (each page
-repeated under distinct URLs to reach the wanted size), split into `--cores` files so both
-systems get the same parallelism, then runs, one after the other and on the same cores:
+repeated under distinct URLs to reach the wanted size), split into `--cores` files so every
+system gets the same parallelism, then runs, one after the other and on the same cores:
 
   llmforge  `llmforge data run` (URL filter, extraction, language, Gopher rep/quality, C4,
             FineWeb, PII) on an embedded Ray with --cores CPUs;
+  plain     infra/bench/plain_loop.py: the same reader, stages and Parquet sink in plain
+            Python processes, one per core (no Ray): what the job's functions cost alone;
   datatrove WarcReader -> Trafilatura -> Gopher rep/quality -> C4 -> FineWeb, --cores workers
             (infra/bench/peer_datatrove.py in .venv-peer).
 
-Wall time includes each system's start-up. Peak memory is the largest sum of PSS (shared
-pages split among sharers, so Ray's object store is not double counted) over the process
-tree, sampled every 0.2 s. Extraction quality on the same pages comes from
-infra/bench/extraction_score.py for both extractors.
+Wall time is whole processes, start-up included. From the two sizes each system's wall time
+splits into a fixed cost (start-up and finish: the intercept of wall = fixed + n x per-doc) and
+a per-document cost (the slope): llmforge / plain per-document is the job's overhead at scale.
+Peak memory is the largest sum of PSS (shared pages split among sharers, so Ray's object store
+is not double counted) over the process tree, sampled every 0.2 s. Extraction quality on the
+same pages comes from infra/bench/extraction_score.py for both extractors.
 
-    .venv/bin/python infra/bench/bench_data.py [--cores 2] [--sizes 1024 4096]
+    .venv/bin/python infra/bench/bench_data.py [--cores 2] [--sizes 4096 12288] [--no-peer]
 """
 from __future__ import annotations
 
@@ -112,6 +117,33 @@ def run_llmforge(inputs: Path, out: Path, cores: int) -> dict:
     return {"wall_s": wall, "peak_bytes": peak, "docs": stats["documents_in"], "kept": stats["documents_out"]}
 
 
+def run_plain(inputs: Path, out: Path, cores: int) -> dict:
+    """plain_loop.py in `cores` processes at once, the input files dealt out among them."""
+    shutil.rmtree(out, ignore_errors=True)
+    files = sorted(inputs.glob("*.warc.gz"))
+    start = time.perf_counter()
+    procs = []
+    for i in range(cores):
+        part = out / f"in-{i}"
+        part.mkdir(parents=True)
+        for f in files[i::cores]:
+            (part / f.name).symlink_to(f)
+        procs.append(subprocess.Popen(
+            [str(REPO / ".venv/bin/python"), str(REPO / "infra/bench/plain_loop.py"), "--config",
+             str(REPO / "infra/bench/data_first_half.yaml"), "--input", str(part), "--output", str(out / f"out-{i}")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO))
+    mems = [PeakMemory(p.pid) for p in procs]
+    results = []
+    for p in procs:
+        log, _ = p.communicate()
+        if p.returncode:
+            raise SystemExit(f"plain_loop failed ({p.returncode}):\n{log[-4000:]}")
+        results.append(json.loads(log.strip().splitlines()[-1]))
+    wall = time.perf_counter() - start
+    return {"wall_s": wall, "peak_bytes": sum(m.stop() for m in mems),
+            "docs": sum(r["docs"] for r in results), "kept": sum(r["kept"] for r in results)}
+
+
 def run_peer(inputs: Path, out: Path, cores: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     wall, peak, log = timed([str(PEER_PY), str(REPO / "infra/bench/peer_datatrove.py"),
@@ -129,49 +161,60 @@ def extraction_scores() -> dict:
     return scores
 
 
+def fixed_and_per_doc(runs: dict[int, dict]) -> tuple[float, float]:
+    """(fixed seconds, seconds per document) from the smallest and largest run."""
+    a, b = min(runs), max(runs)
+    per_doc = (runs[b]["wall_s"] - runs[a]["wall_s"]) / (b - a)
+    return runs[a]["wall_s"] - a * per_doc, per_doc
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cores", type=int, default=2)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096], help="documents per run (llmforge)")
-    ap.add_argument("--peer-size", type=int, default=4096, help="documents for the datatrove run")
+    ap.add_argument("--sizes", type=int, nargs=2, default=[4096, 12288], help="documents in the two runs")
+    ap.add_argument("--no-peer", action="store_true", help="llmforge and the plain loop only (no datatrove)")
     ap.add_argument("--workdir", default=str(REPO / "runs" / "bench"))
     args = ap.parse_args()
     if not SHARED.exists():
         raise SystemExit(f"needs {SHARED}")
-    if not PEER_PY.exists():
+    if not args.no_peer and not PEER_PY.exists():
         raise SystemExit("run infra/bench/setup_peer.sh first (or infra/bench/run.sh)")
     work = Path(args.workdir)
-    ours = {}
-    for n in sorted(set(args.sizes) | {args.peer_size}):
+    systems = ("llmforge", "plain") + (() if args.no_peer else ("datatrove",))
+    runners = {"llmforge": run_llmforge, "plain": run_plain, "datatrove": run_peer}
+    runs: dict[str, dict[int, dict]] = {name: {} for name in systems}
+    for n in sorted(set(args.sizes)):
         inputs = work / f"warc-{n}-{args.cores}"
         build_inputs(inputs, n, args.cores)
-        ours[n] = run_llmforge(inputs, work / f"out-llmforge-{n}", args.cores)
-        print(f"llmforge  {n:>6} docs: {ours[n]['wall_s']:7.1f} s  peak {ours[n]['peak_bytes'] / 2**20:7.0f} MiB", flush=True)
-    inputs = work / f"warc-{args.peer_size}-{args.cores}"
-    peer = run_peer(inputs, work / "out-datatrove", args.cores)
-    print(f"datatrove {args.peer_size:>6} docs: {peer['wall_s']:7.1f} s  peak {peer['peak_bytes'] / 2**20:7.0f} MiB", flush=True)
-    quality = extraction_scores()
+        for name in systems:
+            r = runs[name][n] = runners[name](inputs, work / f"out-{name}-{n}", args.cores)
+            print(f"{name:<10}{n:>7} docs: {r['wall_s']:7.1f} s  {n / r['wall_s'] / args.cores:7.1f} docs/s/core  "
+                  f"kept {r['kept']:>6}  peak {r['peak_bytes'] / 2**20:6.0f} MiB", flush=True)
 
-    n = args.peer_size
-    ours_rate = n / ours[n]["wall_s"] / args.cores
-    peer_rate = n / peer["wall_s"] / args.cores
+    small, large = min(args.sizes), max(args.sizes)
     print()
-    print(f"{'':<28}{'llmforge':>12}{'datatrove':>12}{'ratio':>9}")
-    print(f"{'docs/s per core (' + str(n) + ' docs)':<28}{ours_rate:>12.1f}{peer_rate:>12.1f}{ours_rate / peer_rate:>8.1f}x")
-    print(f"{'peak memory MiB':<28}{ours[n]['peak_bytes'] / 2**20:>12.0f}{peer['peak_bytes'] / 2**20:>12.0f}"
-          f"{ours[n]['peak_bytes'] / peer['peak_bytes']:>8.2f}x")
-    print(f"{'documents kept':<28}{ours[n]['kept']:>12}{peer['kept']:>12}")
-    lq, tq = quality["llmforge"], quality["trafilatura"]
-    print(f"{'extraction F1':<28}{lq['f1']:>12.3f}{tq['f1']:>12.3f}{lq['f1'] - tq['f1']:>+9.3f}")
-    print(f"{'extraction accuracy':<28}{lq['accuracy']:>12.3f}{tq['accuracy']:>12.3f}{lq['accuracy'] - tq['accuracy']:>+9.3f}")
-    sizes = sorted(ours)
-    if len(sizes) > 1:
-        a, b = sizes[0], sizes[-1]
-        print(f"llmforge peak memory {a} -> {b} docs ({b / a:.0f}x input): "
-              f"{ours[a]['peak_bytes'] / 2**20:.0f} -> {ours[b]['peak_bytes'] / 2**20:.0f} MiB "
-              f"({ours[b]['peak_bytes'] / ours[a]['peak_bytes']:.2f}x); throughput "
-              f"{a / ours[a]['wall_s'] / args.cores:.1f} -> {b / ours[b]['wall_s'] / args.cores:.1f} docs/s/core")
-    (work / "results.json").write_text(json.dumps({"llmforge": ours, "datatrove": peer, "extraction": quality}, indent=1))
+    print(f"{'docs/s per core':<34}" + "".join(f"{name:>12}" for name in systems) + f"{'vs plain':>10}"
+          + ("" if args.no_peer else f"{'vs datatrove':>14}"))
+    for n in (small, large):
+        rate = {name: n / runs[name][n]["wall_s"] / args.cores for name in systems}
+        print(f"{f'  {n} docs':<34}" + "".join(f"{rate[name]:>12.1f}" for name in systems)
+              + f"{rate['llmforge'] / rate['plain']:>9.2f}x"
+              + ("" if args.no_peer else f"{rate['llmforge'] / rate['datatrove']:>13.1f}x"))
+    fits = {name: fixed_and_per_doc(runs[name]) for name in systems}
+    print(f"{'fixed cost (s)':<34}" + "".join(f"{fits[name][0]:>12.1f}" for name in systems))
+    print(f"{'per-document cost (ms x cores)':<34}" + "".join(f"{fits[name][1] * 1e3 * args.cores:>12.2f}" for name in systems)
+          + f"{fits['llmforge'][1] / fits['plain'][1]:>9.2f}x"
+          + ("" if args.no_peer else f"{fits['datatrove'][1] / fits['llmforge'][1]:>13.1f}x"))
+    print(f"{'peak memory MiB (' + str(large) + ' docs)':<34}"
+          + "".join(f"{runs[name][large]['peak_bytes'] / 2**20:>12.0f}" for name in systems))
+    print(f"{'documents kept (' + str(large) + ' docs)':<34}" + "".join(f"{runs[name][large]['kept']:>12}" for name in systems))
+    if not args.no_peer:
+        quality = extraction_scores()
+        lq, tq = quality["llmforge"], quality["trafilatura"]
+        print(f"{'extraction F1':<34}{lq['f1']:>12.3f}{'':>12}{tq['f1']:>12.3f}")
+        print(f"{'extraction accuracy':<34}{lq['accuracy']:>12.3f}{'':>12}{tq['accuracy']:>12.3f}")
+        runs["extraction"] = quality
+    (work / "results.json").write_text(json.dumps(runs, indent=1, default=str))
 
 
 if __name__ == "__main__":
