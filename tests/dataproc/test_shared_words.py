@@ -267,10 +267,10 @@ def test_c4_hands_fineweb_the_cleaned_texts_word_count(documents):
             result = c4.process(text)
             if result.text is not None and result.text != text:
                 view = document_words(result.text)
-                assert "n_tokens" in vars(view)  # set by C4, not computed
-                assert view.n_tokens == len(words(result.text))
                 assert view.newline_split == result.text.split("\n")
-                derived += 1
+                # Set by C4 unless the cleaned text is shorter than what it removed.
+                derived += "n_tokens" in vars(view)
+                assert view.n_tokens == len(words(result.text))
     assert derived > 20
     # Outside a batch scope every call gets a fresh view and nothing is kept.
     assert document_words("a b") is not document_words("a b")

@@ -157,17 +157,22 @@ class DocumentWords:
         removed, `(old, new)` pairs of `edited` rewritten and the rest possibly stripped. As
         tokens are per line and never whitespace, its token count is this one's minus the
         dropped lines' tokens and the edits' difference: only those lines are tokenised.
-        Does nothing outside `shared_views()`; leaves the count to be computed when this view
-        was never tokenised (no Gopher stage ran), as tokenising the edited text is then cheaper.
+        Does nothing outside `shared_views()`; leaves the count to be computed from `text`
+        when this view was never tokenised (no Gopher stage ran) or `text` is the shorter.
         """
         memo = _SHARED.get()
         if memo is None or text in memo:
             return
         view = memo[text] = DocumentWords(text)
         view.newline_split = lines if lines else [""]
-        if self.has_tokens():
-            n = self.n_tokens - sum(len(words(line)) for line in dropped)
-            view.n_tokens = n - sum(len(words(old)) - len(words(new)) for old, new in edited)
+        removed = "\n".join(dropped)
+        # Joined lines: one tokeniser call, same tokens. Only worth it while the removed lines
+        # are shorter than what is left (list-like pages lose most of their lines).
+        if self.has_tokens() and len(removed) < len(text):
+            n = self.n_tokens - len(words(removed))
+            if edited:
+                n -= len(words("\n".join(old for old, _ in edited))) - len(words("\n".join(new for _, new in edited)))
+            view.n_tokens = n
 
 
 _SHARED: ContextVar[dict[str, DocumentWords] | None] = ContextVar("shared_document_words", default=None)
