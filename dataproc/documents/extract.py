@@ -66,13 +66,15 @@ class ExtractOptions(StrictModel):
     """Longer pages are cut before parsing, bounding time and memory per page."""
 
 
-# Never content; removed with their whole subtree in one C call.
+# Never content; removed with their whole subtree. One CSS query over the body finds them all
+# (`strip_tags` walks the tree once per tag); <head> is left alone, nothing reads it after the title.
 _JUNK_TAGS = [
     "script", "style", "noscript", "template", "svg", "math", "canvas", "iframe", "frame",
     "frameset", "object", "embed", "applet", "video", "audio", "map", "head", "nav",
     "footer", "aside", "form", "button", "select", "input", "textarea", "dialog", "menu",
     "figure", "link", "meta",
 ]  # fmt: skip
+_JUNK_CSS = ",".join(tag for tag in _JUNK_TAGS if tag != "head")
 
 # Inline tags are unwrapped before text extraction so that every text node left is one block.
 _INLINE_TAGS = [
@@ -80,6 +82,10 @@ _INLINE_TAGS = [
     "dfn", "em", "font", "i", "img", "ins", "kbd", "label", "mark", "nobr", "q", "s", "samp",
     "small", "span", "strike", "strong", "sub", "sup", "time", "tt", "u", "var", "wbr",
 ]  # fmt: skip
+# One query for all of them (`unwrap_tags` runs one per tag). Unwrapping in document order
+# gives the same tree as tag by tag: whether an element is empty (then it stays) does not
+# depend on which others were unwrapped before it.
+_INLINE_CSS = ",".join(_INLINE_TAGS)
 
 # Class/id words that name boilerplate.
 _BOILER_WORDS = (
@@ -163,7 +169,6 @@ _ARTICLE_HEADER_CSS = "article header,main header,[role=main] header"
 _HEADING_TAGS = frozenset(("h1", "h2", "h3", "h4", "h5", "h6"))
 
 _SEP = "\x00"  # Lexbor drops NULs from text while parsing, so this cannot clash
-_WS_RE = re.compile(r"\s+")
 
 
 class ExtractStage(DocStage):
@@ -202,7 +207,8 @@ def _extract(html: str, options: ExtractOptions) -> tuple[str, str]:
     body = tree.body
     if body is None:
         return "", ""
-    tree.strip_tags(_JUNK_TAGS, recursive=True)
+    for node in body.css(_JUNK_CSS):
+        node.decompose()  # nested matches too: removal unlinks, the nodes stay valid
     _drop_page_headers(body)
     _drop_boilerplate(body, options.max_boilerplate_share)
     roots = _main_roots(body, options)
@@ -225,7 +231,7 @@ def _title(tree: LexborHTMLParser) -> str:
     if not title.strip():
         node = tree.css_first("h1")
         title = node.text() if node is not None else ""
-    return _WS_RE.sub(" ", title).strip()
+    return " ".join(title.split())
 
 
 def _drop_page_headers(body: LexborNode) -> None:
@@ -243,7 +249,7 @@ def _drop_boilerplate(body: LexborNode, max_share: float) -> None:
     A "boilerplate" node holding most of the page text is a layout wrapper with an unlucky
     modifier class (`l-outer--nav`, `<body class="menu-type-dropdown">`): kept.
     """
-    limit = max_share * _text_len(body)
+    limit = None  # of the page before any removal; measured only if something is named so
     for node in body.css(_NAMED_CSS):
         attrs = node.attributes
         role = attrs.get("role")
@@ -252,6 +258,8 @@ def _drop_boilerplate(body: LexborNode, max_share: float) -> None:
             or _is_boilerplate_name(attrs.get("class"), attrs.get("id"))
         ):
             continue
+        if limit is None:
+            limit = max_share * _text_len(body)
         if node.tag not in ("body", "html") and _text_len(node) <= limit:
             _drop_with_heading(node)
 
@@ -369,21 +377,39 @@ def _link_density(node: LexborNode) -> float:
 
 
 def _drop_link_blocks(root: LexborNode, max_density: float) -> None:
-    """Remove link lists that survived the class/id pass (no telling class name)."""
+    """Remove link lists that survived the class/id pass (no telling class name).
+
+    Blocks go in document order, so nothing inside a block has been removed when it is
+    measured (a removal reaches only earlier blocks and the headings just before them): a
+    link's text is measured once, not again for every block around it.
+    """
+    link_chars: dict[int, int] = {}
     for node in root.css(_LINK_BLOCK_CSS):
         anchors = node.css("a")
         if not anchors:
             continue
         n = _text_len(node)
-        if n == 0 or sum(_text_len(a) for a in anchors) / n > max_density:
+        if n == 0:
+            _drop_with_heading(node)
+            continue
+        chars = 0
+        for anchor in anchors:
+            key = anchor.mem_id
+            size = link_chars.get(key)
+            if size is None:
+                size = link_chars[key] = _text_len(anchor)
+            chars += size
+        if chars / n > max_density:
             _drop_with_heading(node)
 
 
 def _block_text(root: LexborNode, min_line_chars: int) -> str:
     """One line per block: with inline tags unwrapped and adjacent text merged, text-node
     boundaries are exactly block boundaries (or <br>), so Lexbor can join with a marker."""
-    root.unwrap_tags(_INLINE_TAGS)
+    for node in root.css(_INLINE_CSS):
+        node.unwrap()
     root.merge_text_nodes()
     raw = root.text(separator=_SEP, skip_empty=True)
-    lines = (line.strip() for line in _WS_RE.sub(" ", raw).split(_SEP))
+    # Whitespace runs -> one space, stripped: str.split() and re's \s agree on what whitespace is.
+    lines = (" ".join(line.split()) for line in raw.split(_SEP))
     return "\n".join(line for line in lines if len(line) >= min_line_chars)

@@ -8,6 +8,9 @@ and every input row is accounted for (which is what makes per-file completion ch
 `t_<stage>` columns carry each stage's batch time divided over the batch's rows, so summing a
 column over any set of rows gives that stage's time for them.
 
+The stages of one batch share each document's word/line split (`text_utils.shared_views`):
+the text filters tokenise a document once between them, not once each.
+
 Every stage runs the same way (see `contract.DocStage`); which stages, in which order, with
 which options, comes from the config and the registry it was made from.
 """
@@ -21,6 +24,7 @@ import pyarrow as pa
 
 from dataproc.config import StagesConfig
 from dataproc.documents.contract import TEXT, DocStage
+from dataproc.documents.filters.text_utils import shared_views
 
 Columns = dict[str, list[Any]]
 
@@ -66,12 +70,13 @@ class DocumentStages:
         cols: Columns = {name: batch.column(name).to_pylist() for name in batch.column_names}
         types: dict[str, pa.DataType] = {}
         reasons: list[str | None] = [None] * n
-        for name, stage in self.stages:
-            start = time.perf_counter()
-            apply_stage(name, stage, cols, reasons, types)
-            cols[f"t_{name}"] = [(time.perf_counter() - start) / max(n, 1)] * n
-            if stage.consumes:
-                cols.pop(stage.reads, None)
+        with shared_views():
+            for name, stage in self.stages:
+                start = time.perf_counter()
+                apply_stage(name, stage, cols, reasons, types)
+                cols[f"t_{name}"] = [(time.perf_counter() - start) / max(n, 1)] * n
+                if stage.consumes:
+                    cols.pop(stage.reads, None)
         text = cols.get(TEXT)
         if text is not None:
             for i, r in enumerate(reasons):

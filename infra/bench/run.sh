@@ -7,10 +7,11 @@
 #   bash infra/bench/run.sh eval ARGS        llmforge eval mc vs lm-evaluation-harness (hf), items/s
 #   bash infra/bench/run.sh align ARGS       align dpo|sft vs TRL's DPOTrainer / SFTTrainer
 #   bash infra/bench/run.sh rl ARGS          rollout KV cache vs recompute; align grpo vs TRL's GRPOTrainer
+#   bash infra/bench/run.sh stages ARGS      extraction vs resiliparse (pages/s), ms/doc per filter stage
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 which=data
-case "${1:-}" in data|minhash|tokenize|train|eval|align|rl) which=$1; shift ;; esac
+case "${1:-}" in data|minhash|tokenize|train|eval|align|rl|stages) which=$1; shift ;; esac
 EXTRAS=test,bench bash infra/setup.sh >/dev/null
 if [ "$which" = data ]; then
   bash infra/bench/setup_peer.sh

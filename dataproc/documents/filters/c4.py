@@ -24,6 +24,9 @@ leftover code) removes that line, not the page.
 Sentences are counted with `text_utils.count_sentences`, a regex stand-in for NLTK punkt.
 
 C4 rewrites the text as well as filtering it: a kept page's result carries the cleaned text.
+Its lines come from the document's shared `DocumentWords` view (Gopher quality splits the same
+lines), and the cleaned text's view is handed on to FineWeb with its token count derived from
+the page's (only the dropped and edited lines are tokenised).
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from pydantic import Field
 
 from dataproc.documents.contract import DocStage, StageResult, floats
 from dataproc.options import StageOptions
-from dataproc.documents.filters.text_utils import count_sentences
+from dataproc.documents.filters.text_utils import count_sentences, document_words
 
 CITATION_RE = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 END_PUNCTUATION = (".", "?", "!", '"', "'")
@@ -77,37 +80,51 @@ class C4Filter(DocStage):
 
     def process(self, text: str) -> StageResult:
         o = self.opts
-        lines = text.splitlines()
+        view = document_words(text)
+        lines = view.lines
         kept: list[str] = []
+        # What cleaning did to the lines, from which the cleaned text's token count follows.
+        dropped: list[str] = []
+        edited: list[tuple[str, str]] = []
         n_sentences = 0
-        for line in lines:
-            line = line.strip()
+        for original in lines:
+            line = original.strip()
             line_words = line.split()
             # Only a line longer than the limit can hold a word longer than it.
             too_long = o.max_word_length is not None and len(line) > o.max_word_length
             if too_long and any(len(w) > o.max_word_length for w in line_words):
+                dropped.append(original)
                 continue
+            stripped = line
             if o.remove_citations and "[" in line:
                 line = CITATION_RE.sub("", line)
             if o.filter_no_terminal_punct and (not line.endswith(END_PUNCTUATION) or line.endswith(ELLIPSIS)):
+                dropped.append(original)
                 continue
             if len(line_words) < o.min_words_per_line:
+                dropped.append(original)
                 continue
             lower = line.lower()
             if o.filter_lorem_ipsum and "lorem ipsum" in lower:
                 return StageResult("lorem_ipsum", dict(_STOPPED_EARLY))
             if o.filter_javascript and "javascript" in lower:
+                dropped.append(original)
                 continue
             if o.filter_curly_bracket and "{" in line:
                 return StageResult("curly_bracket", dict(_STOPPED_EARLY))
             if o.filter_policy and any(p in lower for p in POLICY_SUBSTRINGS):
+                dropped.append(original)
                 continue
             n_sentences += count_sentences(line)
             kept.append(line)
+            if line is not stripped:
+                edited.append((stripped, line))
         scores = {
             "c4_lines_kept_frac": len(kept) / len(lines) if lines else 0.0,
             "c4_sentences": float(n_sentences),
         }
         if n_sentences < o.min_num_sentences:
             return StageResult("too_few_sentences", scores)
-        return StageResult(None, scores, text="\n".join(kept))
+        cleaned = "\n".join(kept)
+        view.share_edited(cleaned, kept, dropped, edited)
+        return StageResult(None, scores, text=cleaned)

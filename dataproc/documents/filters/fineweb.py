@@ -13,6 +13,9 @@ punctuation, exactly as in datatrove):
                       / characters of the text without newlines; drop when >= 0.01
     newline_ratio     newlines / word tokens; drop when > 0.3 ("list_ratio": list-like pages)
 
+Lines and the word count come from the document's shared `DocumentWords` view: after C4, the
+cleaned text's, whose token count C4 derived from the page's.
+
 Note the comparison directions differ per rule; they are datatrove's, so a document exactly
 at the threshold is dropped by the first three rules and kept by the last.
 """
@@ -24,7 +27,7 @@ from pydantic import Field
 
 from dataproc.documents.contract import DocStage, StageResult, floats
 from dataproc.options import StageOptions
-from dataproc.documents.filters.text_utils import find_duplicates, words
+from dataproc.documents.filters.text_utils import document_words, find_duplicates
 
 NAN = math.nan
 STOP_CHARS = (".", "'", '"', "!", "?")
@@ -56,7 +59,8 @@ class FineWebFilter(DocStage):
     def process(self, text: str) -> StageResult:
         s = {c.name: NAN for c in self.columns}
         o = self.opts
-        lines = text.split("\n")
+        view = document_words(text)
+        lines = view.newline_split
         n_lines = len(lines)
 
         ratio = sum(1 for line in lines if line.endswith(STOP_CHARS)) / n_lines
@@ -80,7 +84,7 @@ class FineWebFilter(DocStage):
         if o.char_duplicates_ratio is not None and ratio >= o.char_duplicates_ratio:
             return StageResult("char_dup_ratio", s)
 
-        n_words = len(words(text))
+        n_words = view.n_tokens
         ratio = (n_lines - 1) / n_words if n_words else (math.inf if n_lines > 1 else 0.0)
         s["fineweb_newline_ratio"] = ratio
         if o.new_line_ratio is not None and ratio > o.new_line_ratio:

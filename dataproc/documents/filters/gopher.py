@@ -6,7 +6,8 @@ datatrove's `GopherQualityFilter` and `GopherRepetitionFilter` (huggingface/data
 src/datatrove/pipeline/filters/gopher_{quality,repetition}_filter.py), which FineWeb uses.
 
 Every threshold can be set to None to switch that rule off. Word tokens come from
-`text_utils.words` (a regex stand-in for datatrove's spaCy tokenizer).
+`text_utils.words` (a regex stand-in for datatrove's spaCy tokenizer), through the document's
+shared `DocumentWords` view: both filters (and FineWeb) tokenise a document once between them.
 
 Quality rules, on the token list (punctuation tokens included unless said otherwise):
     words          tokens with at least one non-punctuation character; 50 <= count <= 100,000
@@ -29,14 +30,14 @@ Repetition rules (fractions of len(text) unless said otherwise):
 from __future__ import annotations
 
 import math
-from collections import Counter
+from typing import Iterable
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from dataproc.documents.contract import Column, DocStage, StageResult, floats
 from dataproc.options import StageOptions
-from dataproc.documents.filters.text_utils import find_duplicates, is_symbol, line_runs, paragraphs, words
+from dataproc.documents.filters.text_utils import document_words, find_duplicates, is_symbol, line_runs, paragraphs
 
 NAN = math.nan
 Scores = dict[str, float]
@@ -94,10 +95,10 @@ class GopherQualityFilter(DocStage):
         self.stop_words = frozenset(self.opts.stop_words)
 
     def scores(self, text: str) -> Scores:
-        tokens = words(text)
-        n_tokens = len(tokens)
+        view = document_words(text)
+        n_tokens = view.n_tokens
         # Per-token tests run once per distinct token: web text repeats most of its tokens.
-        counts = Counter(tokens)
+        counts = view.token_counts
         n_words = word_chars = n_alpha = 0
         for token, count in counts.items():
             if not is_symbol(token):
@@ -106,7 +107,7 @@ class GopherQualityFilter(DocStage):
             if _has_alpha(token):
                 n_alpha += count
         n_stop = sum(counts[w] for w in self.stop_words)
-        lines = text.splitlines() or [""]
+        lines = view.lines or [""]
 
         def per_token(count: int) -> float:
             return count / n_tokens if n_tokens else NAN
@@ -249,7 +250,8 @@ class GopherRepetitionFilter(DocStage):
 
         if not (self.top_ngrams or self.dup_ngrams):
             return None
-        ngrams = _NGramIndex(words(text))
+        view = document_words(text)
+        ngrams = _NGramIndex(view.tokens, view.token_counts)
         for n, max_frac in self.top_ngrams.items():
             frac = ngrams.top_chars(n) / n_chars
             s[f"gopher_top_{n}_gram_frac"] = frac
@@ -278,10 +280,11 @@ class _NGramIndex:
     above it are never built (the common case for clean text).
     """
 
-    def __init__(self, tokens: list[str]):
+    def __init__(self, tokens: list[str], vocabulary: Iterable[str] | None = None):
+        """`vocabulary`: the distinct tokens in order of first appearance, when known."""
         n = self.n_tokens = len(tokens)
         # Word ids in order of first appearance; map() keeps the per-token work in C.
-        index = {w: i for i, w in enumerate(dict.fromkeys(tokens))}
+        index = {w: i for i, w in enumerate(dict.fromkeys(tokens) if vocabulary is None else vocabulary)}
         self.word_ids = np.fromiter(map(index.__getitem__, tokens), dtype=np.int64, count=n)
         self.vocab_size = max(len(index), 1)
         lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=n)
