@@ -106,3 +106,12 @@ def test_min_over_permutations_matches_definition(monkeypatch):
     perm = (sh[None, :] ^ xors[:, None]) * mults[:, None]
     want = np.stack([perm[:, sh_doc == d].min(axis=1) for d in range(len(n_sh))])
     assert (got == want).all()
+
+
+def test_min_over_permutations_documents_without_shingles():
+    xors, mults = M.permutations(M.MinHashOptions(bands=2, rows=2))
+    sh = np.array([5, 9, 7], dtype=U64)
+    got = M.min_over_permutations(sh, np.array([1, 1, 3]), 5, xors, mults)
+    assert (got[[0, 2, 4]] == np.iinfo(np.uint64).max).all()
+    assert (got[1] == ((sh[:2, None] ^ xors) * mults).min(axis=0)).all()
+    assert (got[3] == (sh[2] ^ xors) * mults).all()

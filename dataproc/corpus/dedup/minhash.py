@@ -101,7 +101,8 @@ def _powers(base: int, n: int) -> np.ndarray:
     if table is None or len(table) < n:
         if n > 4 * _SLICE_CHARS:
             return geometric(base, n)
-        table = _POWERS[base] = geometric(base, max(n, 2 * len(table) if table is not None else _SLICE_CHARS + 1))
+        grown = min(2 * len(table), 4 * _SLICE_CHARS) if table is not None else _SLICE_CHARS + 1
+        table = _POWERS[base] = geometric(base, max(n, grown))
     return table[:n]
 
 
@@ -179,20 +180,24 @@ def permutations(options: MinHashOptions) -> tuple[np.ndarray, np.ndarray]:
 
 def min_over_permutations(sh: np.ndarray, sh_doc: np.ndarray, n_docs: int, xors: np.ndarray, mults: np.ndarray) -> np.ndarray:
     """Per-document minimum of every permutation of its shingle hashes: (n_docs, n_hashes).
-    `sh_doc` must be non-decreasing (shingles of a document contiguous) and every document
-    must have at least one shingle.
+    `sh_doc` must be non-decreasing (shingles of a document contiguous); a document without
+    shingles gets all-max hashes.
 
     Documents are grouped into chunks of about `_CHUNK` shingles (a document is never cut, so
     no partial minima need merging); for each chunk, one permutation at a time: xor, multiply
     and `np.minimum.reduceat` over a buffer that stays in L2, written straight into that
     permutation's contiguous row of the hash-major result (measured ~3x faster than one
     (n_hashes, chunk) block per chunk, whose 3.7 MB spill out of L2)."""
+    doc_start = np.flatnonzero(np.diff(sh_doc, prepend=-1))
+    present = sh_doc[doc_start]
+    if len(present) != n_docs:  # some documents have no shingles (never from shingle_hashes)
+        out = np.full((n_docs, len(xors)), _MAX, dtype=U64)
+        out[present] = min_over_permutations(sh, np.repeat(np.arange(len(present)), np.diff(np.append(doc_start, len(sh)))),
+                                             len(present), xors, mults)
+        return out
     sig = np.empty((len(xors), n_docs), dtype=U64)
     if n_docs == 0:
         return sig.T.copy()
-    doc_start = np.flatnonzero(np.diff(sh_doc, prepend=-1))
-    if len(doc_start) != n_docs:
-        raise ValueError("every document needs at least one shingle")
     doc_end = np.append(doc_start[1:], len(sh))
     buf = np.empty(min(_CHUNK, len(sh)), dtype=U64)
     xors, mults = xors.tolist(), mults.tolist()
