@@ -278,3 +278,25 @@ def test_jaccard_threshold_verification_drops_weak_pairs(ray_dedup, corpus):
     assert all(exact[p] >= 0.7 for p in pairs)
     strong = {p for p, j in exact.items() if j >= 0.93}
     assert len(strong & pairs) >= 0.9 * len(strong)
+
+
+def test_mark_duplicates_broadcast_equals_shuffle_join(ray_dedup, corpus, monkeypatch):
+    """The broadcast join (small components) and the shuffle join (large ones) mark the same
+    documents with the same representatives; an existing `duplicate_of` wins in both."""
+    from dataproc.corpus.dedup import lsh
+    from dataproc.corpus.dedup.keys import with_rank_key
+
+    docs, _ = corpus
+    ds = _dataset(ray_dedup, docs).map_batches(with_rank_key, batch_format="pyarrow")
+    ds = ds.map_batches(lambda t: t.append_column("duplicate_of", pa.array(
+        ["x" if i.endswith("7") else None for i in t.column("id").to_pylist()], pa.string())), batch_format="pyarrow")
+    ds = ds.materialize()
+    comps = lsh.connected_components(lsh.candidate_edges(ds, MinHashOptions(partitions=3)), partitions=3,
+                                     include_roots=False).materialize()
+    results = []
+    for limit in (lsh.BROADCAST_BYTES, 0):
+        rows = lsh.mark_duplicates(ds, comps, partitions=3, broadcast_bytes=limit).take_all()
+        results.append(sorted((r["id"], r["duplicate_of"]) for r in rows))
+    assert results[0] == results[1]
+    assert len(results[0]) == len(docs)
+    assert sum(d is not None and d != "x" for _, d in results[0]) > 50

@@ -5,7 +5,8 @@ nothing but one change count per step comes to the driver).
          --shuffle by (band, key)--> star edges: each bucket member -> the bucket's smallest key
          [--optional: drop edges whose signature-estimated Jaccard < threshold]
          --connected components (large-star / small-star)--> (doc, component_root)
-         --shuffle-join with docs--> `duplicate_of` = id of the component root
+         --join with docs (broadcast of the components, or a shuffle when they are
+           large)--> `duplicate_of` = id of the component root
 
 Node keys are `rank_key`s (date + id, see `keys`), so "the smallest node of a component" is
 the document to keep: earliest date, then smallest id. As in FineWeb, any shared band makes a
@@ -20,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dataproc.corpus.dedup._hashing import hash_column
 from dataproc.corpus.dedup._shuffle import co_partition_apply, default_partitions, partition_apply, segment_starts
 from dataproc.corpus.dedup.keys import DUPLICATE_OF, RANK_KEY, alive_mask, ids_of, with_rank_key
 from dataproc.corpus.dedup.minhash import MinHashOptions, band_keys, estimated_jaccard, minhash_signatures
@@ -284,11 +286,57 @@ def _mark(docs: pa.Table, comps: pa.Table) -> pa.Table:
     return docs.append_column(DUPLICATE_OF, dup)
 
 
-def mark_duplicates(ds, components, *, partitions: int | None = None):
+# Components up to this many bytes are joined to the documents by broadcast (one sorted lookup
+# table in the object store, read zero-copy by every map task), so the documents, texts and
+# all, stream through a map instead of a hash shuffle that holds them in the object store at
+# once (two or three copies of the corpus at its barrier). Only non-root members of duplicate
+# clusters are in it: ~60 bytes per near-duplicate, so 256 MiB covers ~4M of them.
+BROADCAST_BYTES = 256 << 20
+_HASH = "__doc_hash"
+
+
+def _component_lookup(*blocks: pa.Table) -> pa.Table:
+    """Remote task: components blocks -> one table sorted by a stable uint64 hash of `doc`."""
+    t = pa.table({DOC: pa.array([], pa.large_string()), ROOT: pa.array([], pa.large_string())})
+    if blocks:
+        t = pa.concat_tables([pa.table({DOC: _arr(b.column(DOC)), ROOT: _arr(b.column(ROOT))}) for b in blocks])
+    h = hash_column(t.column(DOC))
+    order = np.argsort(h, kind="stable")
+    return pa.table({_HASH: pa.array(h[order]), DOC: t.column(DOC).take(order), ROOT: t.column(ROOT).take(order)})
+
+
+def _mark_broadcast(docs: pa.Table, lookup) -> pa.Table:
+    """Batch UDF: `_mark` against the lookup rows whose hash equals one of the batch's rank
+    keys (every row of an equal hash, so a 64-bit collision cannot hide a member; `_mark`
+    then matches the strings exactly)."""
+    import ray
+
+    if isinstance(lookup, ray.ObjectRef):
+        lookup = ray.get(lookup)
+    sorted_h = lookup.column(_HASH).to_numpy()
+    h = hash_column(docs.column(RANK_KEY))
+    left = np.searchsorted(sorted_h, h, side="left")
+    count = np.searchsorted(sorted_h, h, side="right") - left
+    total = int(count.sum())
+    idx = np.repeat(left, count) + (np.arange(total) - np.repeat(np.cumsum(count) - count, count))
+    return _mark(docs, lookup.select([DOC, ROOT]).take(pa.array(idx, type=pa.int64())))
+
+
+def mark_duplicates(ds, components, *, partitions: int | None = None, broadcast_bytes: int | None = None):
     """Docs (with `rank_key`) + components (`doc`, `component_root`) -> docs with
-    `duplicate_of`: the representative's id for non-root members, null otherwise."""
+    `duplicate_of`: the representative's id for non-root members, null otherwise.
+
+    Components of at most `broadcast_bytes` (default `BROADCAST_BYTES`; materialised here) are broadcast to a map over the
+    docs, which keeps their order; larger ones are joined by a hash shuffle of both sides."""
+    import ray
+
     parts = partitions or default_partitions()
-    return co_partition_apply(ds, components, [RANK_KEY], [DOC], _mark, parts, right_schema=_COMPONENT_SCHEMA)
+    comps = components.materialize()
+    limit = BROADCAST_BYTES if broadcast_bytes is None else broadcast_bytes
+    if (comps.size_bytes() or 0) <= limit:
+        lookup = ray.remote(_component_lookup).remote(*comps.to_arrow_refs())
+        return ds.map_batches(_mark_broadcast, batch_format="pyarrow", fn_kwargs={"lookup": lookup})
+    return co_partition_apply(ds, comps, [RANK_KEY], [DOC], _mark, parts, right_schema=_COMPONENT_SCHEMA)
 
 
 def minhash_duplicates(ds, options: MinHashOptions | None = None, *, text_column: str = "text",
@@ -297,7 +345,7 @@ def minhash_duplicates(ds, options: MinHashOptions | None = None, *, text_column
 
     `ds` is consumed twice (band rows, then the marking join): materialise it or read it from
     storage, or it is recomputed. Connected components execute eagerly (one Ray Data execution
-    per step, to count changes); the returned dataset is lazy.
+    per step, to count changes); the returned dataset is lazy over `ds`.
 
     Rows with `duplicate_of` already set (exact dedup ran first) or `drop_reason` set take no
     part and keep their value. An exact duplicate points at its exact group's keeper, which
