@@ -99,9 +99,53 @@ def _real_inputs(ctx: DemoContext) -> list[Path]:
     return sorted(p for p in _shared("warc").glob("*.warc.gz"))
 
 
+def _real_pages(ctx: DemoContext) -> list[Path]:
+    """Real web text of ../shared/data that is not in WARC form, packed into WARCs by the warcs
+    step: the real HTML pages of the extraction eval set and Common Crawl page text (Dolma's
+    CC documents; not the file eval reads)."""
+    if ctx.options.get("input") or not ctx.options.get("use_shared", True):
+        return []
+    html = _shared("extraction", "trafilatura_eval", "html")
+    return ([html] if html is not None else []) + _cc_corpus_text(ctx)
+
+
+def _cc_corpus_text(ctx: DemoContext) -> list[Path]:
+    """Common Crawl page text for the corpus: Dolma's CC documents (not the file eval reads) and
+    C4's (LLaMA-Factory's C4 demo)."""
+    if not ctx.options.get("use_shared", True):
+        return []
+    dolma = sorted(p for p in _shared("cc_text").glob("*.jsonl.gz") if p != _cc_source(ctx)) if _shared("cc_text") else []
+    c4 = _shared("pretrain_text", "llamafactory_c4_demo.jsonl")
+    return dolma + ([c4] if c4 is not None else [])
+
+
+def _write_real_pages_warc(path: Path, source: Path) -> None:
+    """A directory of real *.html.gz pages, or a JSONL[.gz] of page text (each document as an
+    HTML page of its paragraphs), as Common-Crawl-style response records."""
+    import gzip
+    from html import escape
+
+    from dataproc.synthetic.real_pages import read_html_gz_pages, write_warc_from_html_pages
+
+    if source.is_dir():
+        pages = read_html_gz_pages(source)
+    else:
+        pages = []
+        with (gzip.open if source.name.endswith(".gz") else open)(source, "rt", encoding="utf-8") as f:
+            for index, line in enumerate(f):
+                row = json.loads(line)
+                paras = [q.strip() for q in row["text"].split("\n") if q.strip()]
+                body = "".join(f"<p>{escape(q)}</p>" for q in paras)
+                page = f"<!DOCTYPE html><html lang=\"en\"><head><title>{escape(paras[0][:80]) if paras else ''}</title>"
+                pages.append((f"https://cc-text.example/{source.name.split('.')[0]}/{row.get('id', index)}",
+                              (page + f"</head><body><main><article>{body}</article></main></body></html>").encode()))
+    write_warc_from_html_pages(path, pages)
+
+
 def warcs_config(ctx: DemoContext) -> dict[str, Any]:
     real = [_file_id(p) if isinstance(p, Path) and p.exists() else str(p) for p in _real_inputs(ctx)]
     return {"files": ctx.options.get("files", 4), "docs": ctx.options.get("docs", 400), "real": real,
+            "real_pages": [str(p) for p in _real_pages(ctx)],
             "evalsets": [_file_id(p) for p in _shared_evalsets(ctx)], "mc_items": EVAL["mc_items"]}
 
 
@@ -136,6 +180,10 @@ def step_warcs(ctx: DemoContext) -> dict[str, Any]:
     # The planted spam domain is not on any public list: block it the way a user adds a list.
     (warcs / "blocklist.txt").write_text("".join(f"{d}\n" for d in sorted(blocked)))
     real = [str(p) for p in _real_inputs(ctx)]
+    for source in _real_pages(ctx):
+        path = warcs / f"real-{source.name.split('.')[0]}.warc.gz"
+        _write_real_pages_warc(path, source)
+        real.append(str(path))
     (warcs / "inputs.json").write_text(json.dumps({"sample": paths, "real": real}, indent=1))
     if not _shared_evalsets(ctx):
         _generated_mc_tasks(warcs / "evalsets")
@@ -149,20 +197,12 @@ def step_warcs(ctx: DemoContext) -> dict[str, Any]:
 
 def quality_config(ctx: DemoContext) -> dict[str, Any]:
     reference = _reference_file(ctx)
-    return {"sizes": QUALITY, "reference": _file_id(reference) if reference is not None else "generated",
-            "web_text": [_file_id(p) for p in _cc_training_text(ctx)]}
+    return {"sizes": QUALITY, "reference": _file_id(reference) if reference is not None else "generated"}
 
 
 def _reference_file(ctx: DemoContext) -> Path | None:
     """Wikipedia articles (../shared/data), when present: not WikiText-2, which eval reads."""
     return _shared("pretrain_text", "llamafactory_wiki_demo.txt") if ctx.options.get("use_shared", True) else None
-
-
-def _cc_training_text(ctx: DemoContext) -> list[Path]:
-    """Common Crawl text (Dolma) for the classifier's raw-web class: not the file eval reads."""
-    if not ctx.options.get("use_shared", True) or _shared("cc_text") is None:
-        return []
-    return sorted(p for p in _shared("cc_text").glob("*.jsonl.gz") if p != _cc_source(ctx))
 
 
 def _reference_docs(ctx: DemoContext) -> list[str]:
@@ -187,12 +227,11 @@ def _reference_docs(ctx: DemoContext) -> list[str]:
 
 def _raw_web_docs(ctx: DemoContext) -> list[str]:
     """Raw web text: the main text of every HTML page of the demo's input WARCs, unfiltered
-    (spam, boilerplate, other languages included), plus Common Crawl text when present."""
+    (spam, boilerplate, other languages included; Common Crawl text among them when present)."""
     import collections
 
     from dataproc.documents.extract import ExtractOptions, extract_text
     from dataproc.reading.records import WarcReadOptions, iter_html_responses
-    from dataproc.reading.text_files import iter_texts
 
     inputs = json.loads(ctx.path("warc", "inputs.json").read_text())
     options, read_options, docs = ExtractOptions(), WarcReadOptions(), []
@@ -204,8 +243,6 @@ def _raw_web_docs(ctx: DemoContext) -> list[str]:
                 text, _ = extract_text(record["html"], options)
                 if text:
                     docs.append(text)
-    for path in _cc_training_text(ctx):
-        docs += list(iter_texts(path))
     return docs
 
 

@@ -37,13 +37,12 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))  # tests.support (real pages as WARCs) is not installed
 SHARED = REPO.parent / "shared" / "data" / "extraction" / "trafilatura_eval"
 PEER_PY = REPO / ".venv-peer" / "bin" / "python"
 
 
 def build_inputs(out_dir: Path, n_docs: int, n_files: int) -> None:
-    from tests.support.real_pages import write_warc_from_html_pages
+    from dataproc.synthetic.real_pages import write_warc_from_html_pages
 
     pages = sorted((SHARED / "html").glob("*.html.gz"))
     if out_dir.exists():

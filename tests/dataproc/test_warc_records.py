@@ -18,7 +18,7 @@ from dataproc.reading.http import decode_html, normalise_warc_date
 from dataproc.reading.records import OUTCOME_KEYS, WarcReadOptions, iter_html_responses
 from dataproc.synthetic.ground_truth import GroundTruth, jaccard
 from dataproc.synthetic.sample_warc import BLOCKED_DOMAIN, PROPORTIONS, write_sample_warc
-from tests.support.real_pages import write_warc_from_html_pages
+from dataproc.synthetic.real_pages import write_warc_from_html_pages
 from tests.support.warc_scan import scan_record_types
 
 WARC_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "warc"
@@ -322,7 +322,7 @@ def test_options_are_validated():
 
 def test_write_warc_from_html_pages(tmp_path):
     if EVAL_HTML_DIR.is_dir():
-        from tests.support.real_pages import read_html_gz_pages
+        from dataproc.synthetic.real_pages import read_html_gz_pages
 
         pages = read_html_gz_pages(EVAL_HTML_DIR)[:12]
     else:

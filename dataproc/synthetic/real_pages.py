@@ -1,4 +1,4 @@
-"""Real HTML pages wrapped as Common-Crawl-style WARC records (tests and the data benchmark)."""
+"""Real HTML pages wrapped as Common-Crawl-style WARC records (the demo, tests, the data benchmark)."""
 from __future__ import annotations
 
 import gzip
