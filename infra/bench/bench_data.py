@@ -42,11 +42,11 @@ PEER_PY = REPO / ".venv-peer" / "bin" / "python"
 
 
 def build_inputs(out_dir: Path, n_docs: int, n_files: int) -> None:
+    if out_dir.exists():
+        return
     from dataproc.synthetic.real_pages import write_warc_from_html_pages
 
     pages = sorted((SHARED / "html").glob("*.html.gz"))
-    if out_dir.exists():
-        return
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
