@@ -23,6 +23,7 @@ from dataproc.documents.filters.language import LanguageFilter, LanguageOptions
 from dataproc.documents.filters.pii import PiiOptions, PiiRedactor
 from dataproc.documents.filters.text_utils import count_sentences, find_duplicates, words
 from dataproc.documents.filters.url import UrlFilter, UrlFilterOptions, parse_blocklist
+from tests.support.gopher_oracle import find_all_duplicate as _datatrove_find_all_duplicate
 
 
 def approx(expected: dict[str, float]) -> dict:
@@ -233,20 +234,6 @@ def test_gopher_repetition_duplicated_ngram_boundary(extra_char, reason):
     assert scores["gopher_dup_5_gram_frac"] == 15 / len(text)
     assert len(text) == (100 if extra_char else 99)
     assert reason_ == reason
-
-
-def _datatrove_find_all_duplicate(tokens: list[str], n: int) -> int:
-    # datatrove's gopher_repetition_filter.find_all_duplicate, verbatim in logic.
-    unique, repeated, idx = set(), 0, 0
-    while idx < len(tokens) - n + 1:
-        gram = tuple(tokens[idx : idx + n])
-        if gram in unique:
-            repeated += sum(map(len, gram))
-            idx += n
-        else:
-            unique.add(gram)
-            idx += 1
-    return repeated
 
 
 def test_gopher_repetition_matches_datatrove_scan_on_random_texts():

@@ -30,6 +30,7 @@ from dataproc.documents.filters.text_utils import (
     shared_views,
     words,
 )
+from tests.support.gopher_oracle import find_all_duplicate as _dup_chars
 
 NAN = math.nan
 EVAL_HTML = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "extraction" / "trafilatura_eval" / "html"
@@ -60,19 +61,6 @@ def _top_chars(tokens: list[str], n: int) -> int:
     grams = [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     top = Counter(grams).most_common(1)
     return len(top[0][0]) * top[0][1] if top else 0
-
-
-def _dup_chars(tokens: list[str], n: int) -> int:  # datatrove's find_all_duplicate
-    unique, repeated, idx = set(), 0, 0
-    while idx < len(tokens) - n + 1:
-        gram = tuple(tokens[idx : idx + n])
-        if gram in unique:
-            repeated += sum(map(len, gram))
-            idx += n
-        else:
-            unique.add(gram)
-            idx += 1
-    return repeated
 
 
 def ref_gopher_repetition(f: GopherRepetitionFilter, text: str):
