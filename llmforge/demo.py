@@ -266,8 +266,13 @@ def step_quality(ctx: DemoContext) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ data
 
 
+# The corpus stages that need the demo's own files: switched on over the data config.
+DATA_CORPUS_STAGES = {"stages.decontaminate.enabled": True, "stages.quality_model.enabled": True,
+                      "stages.quality_model.keep_top_fraction": 0.8}
+
+
 def data_config(ctx: DemoContext) -> dict[str, Any]:
-    return {"yaml": _config_text(_config_file(ctx, "data_config", DATA_CONFIG))}
+    return {"yaml": _config_text(_config_file(ctx, "data_config", DATA_CONFIG)), "corpus_stages": DATA_CORPUS_STAGES}
 
 
 def step_data(ctx: DemoContext) -> dict[str, Any]:
@@ -283,6 +288,7 @@ def step_data(ctx: DemoContext) -> dict[str, Any]:
         "stages.url_filter.blocklist_paths": [str(ctx.path("warc", "blocklist.txt"))],
         "stages.decontaminate.eval_files": [str(p) for p in _decontamination_files(ctx)],
         "stages.quality_model.model_path": str(ctx.path("quality", "quality.npz")),
+        **DATA_CORPUS_STAGES,
     })
     ctx.log(f"data job on {len(inputs['sample']) + len(inputs['real'])} WARC files, config {config}")
     run_data_job(cfg, log=ctx.log)

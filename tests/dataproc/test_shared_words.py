@@ -173,7 +173,7 @@ def generated_docs(n: int, seed: int = 0) -> list[str]:
 
 @pytest.fixture(scope="module")
 def documents() -> list[str]:
-    docs = generated_docs(60)
+    docs = generated_docs(160)  # > 20 C4-cleaned texts without the real pages too
     if EVAL_HTML.is_dir():  # real pages: 60 of trafilatura's eval set, extracted
         options = ExtractOptions()
         for path in sorted(EVAL_HTML.glob("*.html.gz"))[::4]:
