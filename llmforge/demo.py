@@ -307,7 +307,9 @@ def _funnel_summary(stats: dict[str, Any]) -> dict[str, Any]:
     if isinstance(stats.get("documents_in"), int):
         out["html_documents"] = stats["documents_in"]
     stages = stats.get("stages") or []
-    document_stages = [s for s in stages if s.get("stage") not in CORPUS_STAGES]
+    from dataproc.config import CORPUS_STAGE_ORDER
+
+    document_stages = [s for s in stages if s.get("stage") not in CORPUS_STAGE_ORDER]
     if document_stages:
         out["after_filters"] = document_stages[-1]["out"]
     for s in stages:
@@ -319,7 +321,6 @@ def _funnel_summary(stats: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-CORPUS_STAGES = ("exact_dedup", "minhash_dedup", "decontaminate", "quality_model", "domains")
 # The corpus stages' funnel rows the summary shows (after exact and near dedup: one number).
 CORPUS_SUMMARY = {"minhash_dedup": "after_dedup", "decontaminate": "after_decontaminate",
                   "quality_model": "after_quality"}
@@ -377,10 +378,11 @@ def unigram_val_loss(shards: str, seq_len: int, val_fraction: float) -> float:
     from training.data import split_train_val
 
     train, val = split_train_val(shards, seq_len, val_fraction)
-    counts = np.bincount(train.stream.slice(0, train.count * seq_len),
-                         minlength=int(train.stream.manifest["vocab_size"]))
+    stream = train.stream
+    counts = np.bincount(stream.slice(0, train.count * seq_len), minlength=int(stream.manifest["vocab_size"]))
     logp = np.log((counts + 1.0) / (counts.sum() + len(counts)))
-    targets = np.concatenate([val.window(i)[1:] for i in range(len(val))])
+    # window i predicts tokens [i*L + 1, i*L + L + 1): the validation windows' targets are one slice
+    targets = stream.slice(val.first * seq_len + 1, (val.first + val.count) * seq_len + 1)
     return round(float(-logp[targets].mean()), 4)
 
 
@@ -681,7 +683,7 @@ def demo_steps() -> list[DemoStep]:
         DemoStep("warcs", "sample WARCs (+ real ones when present), benchmarks", "warc", step_warcs, warcs_config, 5),
         DemoStep("quality", "quality classifier: reference text vs raw web text", "quality", step_quality,
                  quality_config, 20),
-        DemoStep("data", "data pipeline: extract, filter, dedup, BPE, token shards", "output", step_data,
+        DemoStep("data", "data pipeline: extract, filter, dedup, decontaminate, quality, BPE, shards", "output", step_data,
                  data_config, 200),
         DemoStep("pretrain", "pretraining: 2 Ray Train workers, DeepSpeed ZeRO-2, HF export", "train", step_pretrain,
                  pretrain_config, 170),

@@ -39,7 +39,7 @@ def main() -> None:
     cfg = load_config(DataJobConfig, args.config, {"input.paths": files, "output.path": args.output})
     ledger = OutputLedger(cfg.output.path)
     ledger.claim(output_fingerprint(cfg))
-    todo, _ = ledger.prepare([source_key(f) for f in files])
+    ledger.prepare([source_key(f) for f in files])
     sink = DocumentSink(ledger, cfg.stages.enabled(), cfg.output.write_dropped)
     config_json = cfg.stages.model_dump_json()
     imported = time.perf_counter()
