@@ -120,7 +120,9 @@ def build_dataset(cfg: DataJobConfig, files: list[str], ledger: OutputLedger):
     return ds, sink, {"num_cpus": io_cpus}
 
 
-def run_data_job(cfg: DataJobConfig, log=print) -> RunResult:
+def run_data_job(cfg: DataJobConfig, log=print, plot: bool = True) -> RunResult:
+    """The whole job; `plot=False` leaves `funnel.png` to the caller (`write_funnel_plot`), e.g.
+    to draw it while Ray shuts down."""
     start = time.perf_counter()
     files = resolve_inputs(cfg.input.paths, cfg.input.crawl, cfg.input.crawl_base, cfg.input.max_files)
     keys = {source_key(f): f for f in files}
@@ -164,11 +166,19 @@ def run_data_job(cfg: DataJobConfig, log=print) -> RunResult:
     fs.write_json_atomic(ledger.filesystem, ledger.stats_path(), funnel)
     log(format_funnel(funnel))
     log(f"documents: {fs.join(cfg.output.path, 'documents')}  stats: {ledger.stats_path()}")
-    if "://" not in cfg.output.path:  # a picture of the funnel for people; local outputs only
-        plot_funnel(funnel, fs.join(ledger.root, "funnel.png"))
-        log(f"funnel plot: {fs.join(ledger.root, 'funnel.png')}")
+    if plot:
+        write_funnel_plot(funnel, cfg.output.path, log)
     sys.stdout.flush()
     return RunResult(stats=funnel, processed=todo_keys, skipped=done_keys)
+
+
+def write_funnel_plot(funnel: dict[str, Any], output_path: str, log=print) -> None:
+    """`funnel.png` beside `stats.json`, a picture of the funnel for people; local outputs only."""
+    if "://" in output_path:
+        return
+    path = fs.join(output_path, "funnel.png")
+    plot_funnel(funnel, path)
+    log(f"funnel plot: {path}")
 
 
 def _note(funnel: dict[str, Any], note: str, log) -> None:

@@ -5,16 +5,15 @@ from typing import Any
 
 
 def plot_funnel(funnel: dict[str, Any], path: str, top_reasons: int = 3) -> None:
-    """Draw the funnel; writes a PNG at local `path` (headless backend, no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Draw the funnel; writes a PNG at local `path`. A bare `Figure` renders with Agg and
+    never touches pyplot's global state, so this may run on a thread beside other work."""
+    from matplotlib.figure import Figure
 
     stages = funnel["stages"]
     names = [s["stage"] for s in stages]
     kept = [s["out"] for s in stages]
-    fig, ax = plt.subplots(figsize=(11, 0.5 * len(stages) + 1.6))
+    fig = Figure(figsize=(11, 0.5 * len(stages) + 1.6))
+    ax = fig.subplots()
     y = list(range(len(stages)))[::-1]
     ax.barh(y, kept, color="#3b7dd8", label="documents left")
     for yi, s in zip(y, stages):
@@ -39,4 +38,3 @@ def plot_funnel(funnel: dict[str, Any], path: str, top_reasons: int = 3) -> None
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -12,6 +12,12 @@ system gets the same parallelism, then runs, one after the other and on the same
   datatrove WarcReader -> Trafilatura -> Gopher rep/quality -> C4 -> FineWeb, --cores workers
             (infra/bench/peer_datatrove.py in .venv-peer).
 
+With `--compare-to REV` the same llmforge and plain-loop runs also use the code of git revision
+REV (exported with `git archive` into the workdir, imported through PYTHONPATH) on the same
+input, one after the other: a before/after table from one command. Every run's kept documents
+are digested (all columns, rows by id, the input file by name) and the digests compared: the
+outputs of both systems and both revisions must be identical.
+
 Wall time is whole processes, start-up included. From the two sizes each system's wall time
 splits into a fixed cost (start-up and finish: the intercept of wall = fixed + n x per-doc) and
 a per-document cost (the slope): llmforge / plain per-document is the job's overhead at scale.
@@ -20,11 +26,13 @@ is not double counted) over the process tree, sampled every 0.2 s. Extraction qu
 same pages comes from infra/bench/extraction_score.py for both extractors.
 
     .venv/bin/python infra/bench/bench_data.py [--cores 2] [--sizes 4096 12288] [--no-peer]
+                                               [--compare-to REV]
 """
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -103,9 +111,53 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
     return wall, peak, out
 
 
-def run_llmforge(inputs: Path, out: Path, cores: int) -> dict:
-    shutil.rmtree(out, ignore_errors=True)
+def code_env(code: Path) -> dict:
+    """Environment that imports llmforge's packages from `code` (a revision's source tree)."""
     env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    if code != REPO:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
+    return env
+
+
+def export_revision(rev: str, work: Path) -> Path:
+    """The source tree of git revision `rev`, exported once into `work/rev-<sha>`."""
+    sha = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=REPO, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    tree = work / f"rev-{sha[:10]}"
+    if not tree.exists():
+        tmp = tree.with_name(tree.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", sha], cwd=REPO, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        tmp.rename(tree)
+    return tree
+
+
+def output_digest(out: Path) -> str:
+    """sha256 of every kept document under `out` (any documents/ below it): all columns, rows
+    sorted by id, the `source` column reduced to the input file's name (the plain loop reads
+    its inputs through links). Equal digests = the same documents with the same scores."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    files = sorted(out.glob("**/documents/**/*.parquet"))
+    table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default") if files else pa.table({})
+    if table.num_rows:
+        table = table.sort_by("id")
+        table = table.set_column(table.schema.get_field_index("source"), "source",
+                                 pc.replace_substring_regex(table.column("source"), r"^.*/", ""))
+    h = hashlib.sha256()
+    for name in sorted(table.column_names):
+        h.update(name.encode())
+        h.update(json.dumps(table.column(name).to_pylist(), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def run_llmforge(inputs: Path, out: Path, cores: int, code: Path = REPO) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    env = code_env(code)
     wall, peak, log = timed(
         [str(REPO / ".venv/bin/llmforge"), "data", "run", "--config", str(REPO / "infra/bench/data_first_half.yaml"),
          "--input", str(inputs), "--output", str(out),
@@ -113,10 +165,11 @@ def run_llmforge(inputs: Path, out: Path, cores: int) -> dict:
         env=env,
     )
     stats = json.loads((out / "stats.json").read_text())
-    return {"wall_s": wall, "peak_bytes": peak, "docs": stats["documents_in"], "kept": stats["documents_out"]}
+    return {"wall_s": wall, "peak_bytes": peak, "docs": stats["documents_in"], "kept": stats["documents_out"],
+            "digest": output_digest(out)}
 
 
-def run_plain(inputs: Path, out: Path, cores: int) -> dict:
+def run_plain(inputs: Path, out: Path, cores: int, code: Path = REPO) -> dict:
     """plain_loop.py in `cores` processes at once, the input files dealt out among them."""
     shutil.rmtree(out, ignore_errors=True)
     files = sorted(inputs.glob("*.warc.gz"))
@@ -130,7 +183,7 @@ def run_plain(inputs: Path, out: Path, cores: int) -> dict:
         procs.append(subprocess.Popen(
             [str(REPO / ".venv/bin/python"), str(REPO / "infra/bench/plain_loop.py"), "--config",
              str(REPO / "infra/bench/data_first_half.yaml"), "--input", str(part), "--output", str(out / f"out-{i}")],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO))
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=code_env(code)))
     mems = [PeakMemory(p.pid) for p in procs]
     results = []
     for p in procs:
@@ -140,7 +193,8 @@ def run_plain(inputs: Path, out: Path, cores: int) -> dict:
         results.append(json.loads(log.strip().splitlines()[-1]))
     wall = time.perf_counter() - start
     return {"wall_s": wall, "peak_bytes": sum(m.stop() for m in mems),
-            "docs": sum(r["docs"] for r in results), "kept": sum(r["kept"] for r in results)}
+            "docs": sum(r["docs"] for r in results), "kept": sum(r["kept"] for r in results),
+            "digest": output_digest(out)}
 
 
 def run_peer(inputs: Path, out: Path, cores: int) -> dict:
@@ -172,6 +226,7 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--sizes", type=int, nargs=2, default=[4096, 12288], help="documents in the two runs")
     ap.add_argument("--no-peer", action="store_true", help="llmforge and the plain loop only (no datatrove)")
+    ap.add_argument("--compare-to", metavar="REV", help="also run llmforge and the plain loop at git revision REV")
     ap.add_argument("--workdir", default=str(REPO / "runs" / "bench"))
     args = ap.parse_args()
     if not SHARED.exists():
@@ -179,41 +234,65 @@ def main() -> None:
     if not args.no_peer and not PEER_PY.exists():
         raise SystemExit("run infra/bench/setup_peer.sh first (or infra/bench/run.sh)")
     work = Path(args.workdir)
-    systems = ("llmforge", "plain") + (() if args.no_peer else ("datatrove",))
-    runners = {"llmforge": run_llmforge, "plain": run_plain, "datatrove": run_peer}
+    runners = {"llmforge": run_llmforge, "plain": run_plain}
+    before = None
+    if args.compare_to:
+        code = export_revision(args.compare_to, work)
+        before = "@" + args.compare_to[:10]
+        runners["llmforge" + before] = lambda i, o, c: run_llmforge(i, o, c, code)
+        runners["plain" + before] = lambda i, o, c: run_plain(i, o, c, code)
+    if not args.no_peer:
+        runners["datatrove"] = run_peer
+    systems = list(runners)
     runs: dict[str, dict[int, dict]] = {name: {} for name in systems}
     for n in sorted(set(args.sizes)):
         inputs = work / f"warc-{n}-{args.cores}"
         build_inputs(inputs, n, args.cores)
         for name in systems:
             r = runs[name][n] = runners[name](inputs, work / f"out-{name}-{n}", args.cores)
-            print(f"{name:<10}{n:>7} docs: {r['wall_s']:7.1f} s  {n / r['wall_s'] / args.cores:7.1f} docs/s/core  "
-                  f"kept {r['kept']:>6}  peak {r['peak_bytes'] / 2**20:6.0f} MiB", flush=True)
+            print(f"{name:<20}{n:>7} docs: {r['wall_s']:7.1f} s  {n / r['wall_s'] / args.cores:7.1f} docs/s/core  "
+                  f"kept {r['kept']:>6}  peak {r['peak_bytes'] / 2**20:6.0f} MiB  output {r.get('digest', '-')}",
+                  flush=True)
 
     small, large = min(args.sizes), max(args.sizes)
-    print()
-    print(f"{'docs/s per core':<34}" + "".join(f"{name:>12}" for name in systems) + f"{'vs plain':>10}"
-          + ("" if args.no_peer else f"{'vs datatrove':>14}"))
-    for n in (small, large):
-        rate = {name: n / runs[name][n]["wall_s"] / args.cores for name in systems}
-        print(f"{f'  {n} docs':<34}" + "".join(f"{rate[name]:>12.1f}" for name in systems)
-              + f"{rate['llmforge'] / rate['plain']:>9.2f}x"
-              + ("" if args.no_peer else f"{rate['llmforge'] / rate['datatrove']:>13.1f}x"))
+    width = max(12, *(len(name) + 2 for name in systems))
     fits = {name: fixed_and_per_doc(runs[name]) for name in systems}
-    print(f"{'fixed cost (s)':<34}" + "".join(f"{fits[name][0]:>12.1f}" for name in systems))
-    print(f"{'per-document cost (ms x cores)':<34}" + "".join(f"{fits[name][1] * 1e3 * args.cores:>12.2f}" for name in systems)
-          + f"{fits['llmforge'][1] / fits['plain'][1]:>9.2f}x"
-          + ("" if args.no_peer else f"{fits['datatrove'][1] / fits['llmforge'][1]:>13.1f}x"))
+    print()
+    print(f"{'':<34}" + "".join(f"{name:>{width}}" for name in systems))
+    for n in (small, large):
+        print(f"{f'docs/s per core, {n} docs':<34}"
+              + "".join(f"{n / runs[name][n]['wall_s'] / args.cores:>{width}.1f}" for name in systems))
+    print(f"{'fixed cost (s)':<34}" + "".join(f"{fits[name][0]:>{width}.1f}" for name in systems))
+    print(f"{'per-document cost (ms x cores)':<34}"
+          + "".join(f"{fits[name][1] * 1e3 * args.cores:>{width}.2f}" for name in systems))
     print(f"{'peak memory MiB (' + str(large) + ' docs)':<34}"
-          + "".join(f"{runs[name][large]['peak_bytes'] / 2**20:>12.0f}" for name in systems))
-    print(f"{'documents kept (' + str(large) + ' docs)':<34}" + "".join(f"{runs[name][large]['kept']:>12}" for name in systems))
+          + "".join(f"{runs[name][large]['peak_bytes'] / 2**20:>{width}.0f}" for name in systems))
+    print(f"{'documents kept (' + str(large) + ' docs)':<34}" + "".join(f"{runs[name][large]['kept']:>{width}}" for name in systems))
+
+    # a / b: how much faster a is than b (docs/s ratio; the per-document cost ratio b/a).
+    pairs = [("llmforge", "plain")]
+    if before:
+        pairs += [("llmforge" + before, "plain" + before), ("llmforge", "llmforge" + before), ("plain", "plain" + before)]
+    if not args.no_peer:
+        pairs.append(("llmforge", "datatrove"))
+    print()
+    print(f"{'speed ratio':<34}" + "".join(f"{f'{n} docs':>12}" for n in (small, large)) + f"{'per doc':>12}{'fixed s':>14}")
+    for a, b in pairs:
+        speed = [runs[b][n]["wall_s"] / runs[a][n]["wall_s"] for n in (small, large)]
+        print(f"{f'  {a} / {b}':<34}" + "".join(f"{x:>11.2f}x" for x in speed)
+              + f"{fits[b][1] / fits[a][1]:>11.2f}x{fits[a][0]:>7.1f} / {fits[b][0]:<5.1f}")
+    digested = [name for name in systems if "digest" in runs[name][large]]
+    same = all(len({runs[name][n]["digest"] for name in digested}) == 1 for n in (small, large))
+    print(f"\nkept documents identical across {', '.join(digested)}: {'yes' if same else 'NO'}")
     if not args.no_peer:
         quality = extraction_scores()
         lq, tq = quality["llmforge"], quality["trafilatura"]
-        print(f"{'extraction F1':<34}{lq['f1']:>12.3f}{'':>12}{tq['f1']:>12.3f}")
-        print(f"{'extraction accuracy':<34}{lq['accuracy']:>12.3f}{'':>12}{tq['accuracy']:>12.3f}")
+        print(f"{'extraction F1':<34}{lq['f1']:>12.3f} (llmforge){tq['f1']:>12.3f} (datatrove's trafilatura)")
+        print(f"{'extraction accuracy':<34}{lq['accuracy']:>12.3f} (llmforge){tq['accuracy']:>12.3f} (datatrove's trafilatura)")
         runs["extraction"] = quality
     (work / "results.json").write_text(json.dumps(runs, indent=1, default=str))
+    if not same:
+        raise SystemExit("the outputs differ (see the digests above)")
 
 
 if __name__ == "__main__":

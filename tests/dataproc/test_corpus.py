@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow.dataset as pads
 import pytest
+import ray
 
 from llmforge import shard_format
 from dataproc.config import DataJobConfig
@@ -117,6 +118,7 @@ def test_inputs_without_html_finish_with_an_empty_funnel(ray_local, tmp_path, ca
     assert [s["in"] for s in stats["stages"]] == [0] * len(stats["stages"]) and stats["stages"]
     assert not (tmp_path / "out" / "curated").exists() and not (tmp_path / "out" / "shards").exists()
     assert (tmp_path / "out" / "funnel.png").exists()
+    assert ray.is_initialized()  # the CLI releases only a Ray it started, never the caller's
 
 
 def test_domains_and_mixed_token_shards(corpus_run):
