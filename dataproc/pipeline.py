@@ -124,6 +124,7 @@ def run_data_job(cfg: DataJobConfig, log=print, plot: bool = True) -> RunResult:
     """The whole job; `plot=False` leaves `funnel.png` to the caller (`write_funnel_plot`), e.g.
     to draw it while Ray shuts down."""
     start = time.perf_counter()
+    phases = _PhaseClock()
     files = resolve_inputs(cfg.input.paths, cfg.input.crawl, cfg.input.crawl_base, cfg.input.max_files)
     keys = {source_key(f): f for f in files}
     # Build every stage once here: a missing blocklist file or an unknown language code
@@ -137,6 +138,7 @@ def run_data_job(cfg: DataJobConfig, log=print, plot: bool = True) -> RunResult:
     ledger.claim(output_fingerprint(cfg))
     todo_keys, done_keys = ledger.prepare(list(keys))
     log(f"llmforge data run: {len(files)} input files, {len(done_keys)} already done, {len(todo_keys)} to process")
+    phases.lap("prepare")
 
     if todo_keys:
         init_ray(
@@ -144,8 +146,10 @@ def run_data_job(cfg: DataJobConfig, log=print, plot: bool = True) -> RunResult:
             num_cpus=cfg.execution.num_cpus,
             include_dashboard=cfg.execution.dashboard,
         )
+        phases.lap("ray_start")
         ds, sink, write_args = build_dataset(cfg, [keys[k] for k in todo_keys], ledger)
         ds.write_datasink(sink, ray_remote_args=write_args)
+        phases.lap("documents")
         incomplete = [keys[k] for k in todo_keys if not ledger.try_finalize(k)]
         if incomplete:
             raise IncompleteOutputError(
@@ -160,7 +164,9 @@ def run_data_job(cfg: DataJobConfig, log=print, plot: bool = True) -> RunResult:
         _note(funnel, f"no documents came out of the per-document stages: skipped {', '.join(later)}", log)
     elif later:
         _run_corpus_and_tokenize(cfg, list(keys), funnel, log)
+        phases.lap("corpus_and_tokenize")
     funnel["wall_seconds_this_run"] = round(time.perf_counter() - start, 3)
+    funnel["phase_seconds"] = phases.seconds
     funnel["inputs_skipped_as_done"] = len(done_keys)
     funnel["config"] = cfg.model_dump(mode="json")
     fs.write_json_atomic(ledger.filesystem, ledger.stats_path(), funnel)
@@ -179,6 +185,19 @@ def write_funnel_plot(funnel: dict[str, Any], output_path: str, log=print) -> No
     path = fs.join(output_path, "funnel.png")
     plot_funnel(funnel, path)
     log(f"funnel plot: {path}")
+
+
+class _PhaseClock:
+    """Wall seconds of the job's phases, for stats.json: where a run's time went."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = round(now - self._last, 3)
+        self._last = now
 
 
 def _note(funnel: dict[str, Any], note: str, log) -> None:

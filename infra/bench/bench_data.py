@@ -165,8 +165,13 @@ def run_llmforge(inputs: Path, out: Path, cores: int, code: Path = REPO) -> dict
         env=env,
     )
     stats = json.loads((out / "stats.json").read_text())
+    phases = stats.get("phase_seconds", {})  # absent before this was recorded (older revisions)
+    if phases:
+        phases = {"ray start": phases.get("ray_start", 0.0), "documents (Ray Data pass)": phases.get("documents", 0.0),
+                  "rest of the run": stats["wall_seconds_this_run"] - phases.get("ray_start", 0.0) - phases.get("documents", 0.0),
+                  "outside the run (imports, plot, Ray stop, exit)": wall - stats["wall_seconds_this_run"]}
     return {"wall_s": wall, "peak_bytes": peak, "docs": stats["documents_in"], "kept": stats["documents_out"],
-            "digest": output_digest(out)}
+            "digest": output_digest(out), "phases": phases}
 
 
 def run_plain(inputs: Path, out: Path, cores: int, code: Path = REPO) -> dict:
@@ -268,6 +273,13 @@ def main() -> None:
     print(f"{'peak memory MiB (' + str(large) + ' docs)':<34}"
           + "".join(f"{runs[name][large]['peak_bytes'] / 2**20:>{width}.0f}" for name in systems))
     print(f"{'documents kept (' + str(large) + ' docs)':<34}" + "".join(f"{runs[name][large]['kept']:>{width}}" for name in systems))
+
+    for name in systems:
+        for n in (small, large):
+            phases = runs[name][n].get("phases")
+            if phases:
+                print(f"{name} at {n} docs, wall {runs[name][n]['wall_s']:.1f} s: "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
 
     # a / b: how much faster a is than b (docs/s ratio; the per-document cost ratio b/a).
     pairs = [("llmforge", "plain")]

@@ -167,10 +167,14 @@ def test_rerun_skips_finished_inputs_and_reports_the_same(sample, sample_run):
     again = run_data_job(_config(warcs, out, blocklist), log=lambda *_: None)
     assert again.processed == [] and len(again.skipped) == 2
     assert sorted(p.name for p in (out / "documents").rglob("*.parquet")) == before
-    volatile = ("wall_seconds_this_run", "inputs_skipped_as_done")
+    volatile = ("wall_seconds_this_run", "inputs_skipped_as_done", "phase_seconds")
     assert {k: v for k, v in again.stats.items() if k not in volatile} == {
         k: v for k, v in first.stats.items() if k not in volatile
     }
+    # where the time went: the first run started Ray and read every input, the rerun neither
+    for stats, phases in ((first.stats, ["prepare", "ray_start", "documents"]), (again.stats, ["prepare"])):
+        assert [p for p in stats["phase_seconds"] if p != "corpus_and_tokenize"] == phases
+        assert 0 < sum(stats["phase_seconds"].values()) <= stats["wall_seconds_this_run"]
 
 
 def test_actor_pool_mode_writes_the_same_documents(sample, sample_run, tmp_path):
