@@ -120,9 +120,7 @@ def build_dataset(cfg: DataJobConfig, files: list[str], ledger: OutputLedger):
     return ds, sink, {"num_cpus": io_cpus}
 
 
-def run_data_job(cfg: DataJobConfig, log=print, plot: bool = True) -> RunResult:
-    """The whole job; `plot=False` leaves `funnel.png` to the caller (`write_funnel_plot`), e.g.
-    to draw it while Ray shuts down."""
+def run_data_job(cfg: DataJobConfig, log=print) -> RunResult:
     start = time.perf_counter()
     phases = _PhaseClock()
     files = resolve_inputs(cfg.input.paths, cfg.input.crawl, cfg.input.crawl_base, cfg.input.max_files)
@@ -172,8 +170,7 @@ def run_data_job(cfg: DataJobConfig, log=print, plot: bool = True) -> RunResult:
     fs.write_json_atomic(ledger.filesystem, ledger.stats_path(), funnel)
     log(format_funnel(funnel))
     log(f"documents: {fs.join(cfg.output.path, 'documents')}  stats: {ledger.stats_path()}")
-    if plot:
-        write_funnel_plot(funnel, cfg.output.path, log)
+    write_funnel_plot(funnel, cfg.output.path, log)
     sys.stdout.flush()
     return RunResult(stats=funnel, processed=todo_keys, skipped=done_keys)
 

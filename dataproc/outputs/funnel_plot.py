@@ -5,8 +5,8 @@ from typing import Any
 
 
 def plot_funnel(funnel: dict[str, Any], path: str, top_reasons: int = 3) -> None:
-    """Draw the funnel; writes a PNG at local `path`. A bare `Figure` renders with Agg and
-    never touches pyplot's global state, so this may run on a thread beside other work."""
+    """Draw the funnel; writes a PNG at local `path`. A bare `Figure` renders with Agg without
+    pyplot (its import and global figure registry), no display needed."""
     from matplotlib.figure import Figure
 
     stages = funnel["stages"]

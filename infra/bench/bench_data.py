@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import os
 import shutil
@@ -43,6 +42,8 @@ import time
 from pathlib import Path
 
 import psutil
+
+from outputs_digest import documents_digest  # infra/bench, beside this script
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data" / "extraction" / "trafilatura_eval"
@@ -134,27 +135,6 @@ def export_revision(rev: str, work: Path) -> Path:
     return tree
 
 
-def output_digest(out: Path) -> str:
-    """sha256 of every kept document under `out` (any documents/ below it): all columns, rows
-    sorted by id, the `source` column reduced to the input file's name (the plain loop reads
-    its inputs through links). Equal digests = the same documents with the same scores."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    files = sorted(out.glob("**/documents/**/*.parquet"))
-    table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default") if files else pa.table({})
-    if table.num_rows:
-        table = table.sort_by("id")
-        table = table.set_column(table.schema.get_field_index("source"), "source",
-                                 pc.replace_substring_regex(table.column("source"), r"^.*/", ""))
-    h = hashlib.sha256()
-    for name in sorted(table.column_names):
-        h.update(name.encode())
-        h.update(json.dumps(table.column(name).to_pylist(), sort_keys=True).encode())
-    return h.hexdigest()[:16]
-
-
 def run_llmforge(inputs: Path, out: Path, cores: int, code: Path = REPO) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     env = code_env(code)
@@ -171,7 +151,7 @@ def run_llmforge(inputs: Path, out: Path, cores: int, code: Path = REPO) -> dict
                   "rest of the run": stats["wall_seconds_this_run"] - phases.get("ray_start", 0.0) - phases.get("documents", 0.0),
                   "outside the run (imports, plot, Ray stop, exit)": wall - stats["wall_seconds_this_run"]}
     return {"wall_s": wall, "peak_bytes": peak, "docs": stats["documents_in"], "kept": stats["documents_out"],
-            "digest": output_digest(out), "phases": phases}
+            "digest": documents_digest(out), "phases": phases}
 
 
 def run_plain(inputs: Path, out: Path, cores: int, code: Path = REPO) -> dict:
@@ -199,7 +179,7 @@ def run_plain(inputs: Path, out: Path, cores: int, code: Path = REPO) -> dict:
     wall = time.perf_counter() - start
     return {"wall_s": wall, "peak_bytes": sum(m.stop() for m in mems),
             "docs": sum(r["docs"] for r in results), "kept": sum(r["kept"] for r in results),
-            "digest": output_digest(out)}
+            "digest": documents_digest(out)}
 
 
 def run_peer(inputs: Path, out: Path, cores: int) -> dict:

@@ -31,21 +31,12 @@ def _data_config(args):
 
 
 def cmd_run(args) -> int:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from dataproc.pipeline import run_data_job, write_funnel_plot
-    from llmforge.common.ray_session import ray_initialized, release_ray
+    from dataproc.pipeline import run_data_job
 
     cfg = _data_config(args)  # validated before any work starts
-    ray_was_up = ray_initialized()  # a caller's session (tests, a notebook) stays up
-    result = run_data_job(cfg, plot=False)
-    # Ray's shutdown mostly waits for its processes to exit, one after the other; drawing the
-    # funnel (matplotlib's import is most of it) meanwhile takes that much off the job's end.
-    with ThreadPoolExecutor(1) as pool:
-        plotted = pool.submit(write_funnel_plot, result.stats, cfg.output.path)
-        if not ray_was_up:
-            release_ray()
-        plotted.result()
+    # Ray stops at interpreter exit (its atexit hook). Stopping it earlier to draw the funnel
+    # meanwhile crashed jobs: Ray Data's daemon threads touched the stopped core worker.
+    run_data_job(cfg)
     return 0
 
 

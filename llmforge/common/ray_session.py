@@ -37,23 +37,6 @@ def init_ray(
     )
 
 
-def ray_initialized() -> bool:
-    """Whether this process holds a Ray session (without importing Ray to find out)."""
-    import sys
-
-    ray = sys.modules.get("ray")
-    return ray is not None and ray.is_initialized()
-
-
-def release_ray() -> None:
-    """Disconnect from Ray now (stopping the embedded instance this process started) instead of
-    at interpreter exit, so that other work can overlap it. A no-op without a Ray session."""
-    if ray_initialized():
-        import ray
-
-        ray.shutdown()
-
-
 def check_reachable(address: str, source: str = "RAY_ADDRESS", timeout: float = 5.0) -> None:
     """A HOST:PORT cluster address must accept a connection: Ray's own client retries an
     unreachable one for minutes before it gives up. Other forms (auto, ray://) go to Ray."""
