@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dataproc.corpus.dedup._shuffle import default_partitions, partition_apply, segment_starts
+from dataproc.corpus.dedup._shuffle import DOC_BATCH, default_partitions, partition_apply, segment_starts
 from dataproc.corpus.dedup.keys import RANK_KEY, alive_mask, with_rank_key
 from dataproc.corpus.dedup.marking import DOC, ROOT, as_large_string, mark_duplicates
 from dataproc.corpus.dedup.text_norm import text_hashes
@@ -57,8 +57,8 @@ def exact_duplicates(ds, *, text_column: str = "text", partitions: int | None = 
     kept, else the kept document's id). Needs `id` and `date` columns (or a `rank_key`) and
     `text_column`. `ds` is consumed twice (see the module doc)."""
     partitions = partitions or default_partitions()
-    ds = ds.map_batches(with_rank_key, batch_format="pyarrow")
-    keys = ds.map_batches(exact_keys, batch_format="pyarrow",
+    ds = ds.map_batches(with_rank_key, batch_format="pyarrow", batch_size=DOC_BATCH)
+    keys = ds.map_batches(exact_keys, batch_format="pyarrow", batch_size=DOC_BATCH,
                           fn_kwargs={"text_column": text_column, "drop_column": drop_column})
     decisions = partition_apply(keys, [_HI, _LO], exact_decisions, partitions)
     return mark_duplicates(ds, decisions, partitions=partitions)

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dataproc.corpus.dedup._shuffle import co_partition_apply, default_partitions, partition_apply, segment_starts
+from dataproc.corpus.dedup._shuffle import DOC_BATCH, co_partition_apply, default_partitions, partition_apply, segment_starts
 from dataproc.corpus.dedup.keys import DUPLICATE_OF, RANK_KEY, alive_mask, with_rank_key
 from dataproc.corpus.dedup.marking import BROADCAST_BYTES, DOC, ROOT, mark_duplicates  # noqa: F401 (re-exported)
 from dataproc.corpus.dedup.marking import as_large_string as _arr
@@ -80,7 +80,7 @@ def candidate_edges(ds, options: MinHashOptions | None = None, *, text_column: s
     Jaccard is below it are dropped (and the dataset is read a second time for signatures)."""
     options = options or MinHashOptions()
     parts = options.partitions or default_partitions()
-    rows = ds.map_batches(band_rows, batch_format="pyarrow",
+    rows = ds.map_batches(band_rows, batch_format="pyarrow", batch_size=DOC_BATCH,
                           fn_kwargs={"options": options, "text_column": text_column, "drop_column": drop_column})
     edges = partition_apply(rows, ["band", "key"], bucket_edges, parts)
     if options.jaccard_threshold is not None:
@@ -148,7 +148,7 @@ def verify_edges(edges, ds, options: MinHashOptions, *, text_column: str = "text
     """Edges -> distinct edges with signature-estimated Jaccard >= options.jaccard_threshold,
     plus a `jaccard_est` column. Two shuffle joins against (doc, signature) rows."""
     parts = options.partitions or default_partitions()
-    sigs = ds.map_batches(signature_rows, batch_format="pyarrow",
+    sigs = ds.map_batches(signature_rows, batch_format="pyarrow", batch_size=DOC_BATCH,
                           fn_kwargs={"options": options, "text_column": text_column, "drop_column": drop_column})
     sig_schema = pa.schema([(DOC, pa.large_string()), ("sig", _sig_type(options.num_hashes))])
     with_a = co_partition_apply(edges, sigs, [DOC_A], [DOC], partial(_edges_with_sig_a, width=options.num_hashes), parts,
@@ -276,7 +276,7 @@ def minhash_duplicates(ds, options: MinHashOptions | None = None, *, text_column
     this stage may remove in turn: follow `duplicate_of` to the end for the surviving copy."""
     options = options or MinHashOptions()
     parts = options.partitions or default_partitions()
-    ds = ds.map_batches(with_rank_key, batch_format="pyarrow")
+    ds = ds.map_batches(with_rank_key, batch_format="pyarrow", batch_size=DOC_BATCH)
     edges = candidate_edges(ds, options, text_column=text_column, drop_column=drop_column)
     comps = connected_components(edges, partitions=parts, max_rounds=options.max_cc_rounds,
                                  include_roots=False, stats=stats)

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataproc.corpus.dedup._hashing import hash_column
-from dataproc.corpus.dedup._shuffle import co_partition_apply, default_partitions
+from dataproc.corpus.dedup._shuffle import DOC_BATCH, co_partition_apply, default_partitions
 from dataproc.corpus.dedup.keys import DUPLICATE_OF, RANK_KEY, ids_of
 
 DOC, ROOT = "doc", "component_root"
@@ -90,5 +90,5 @@ def mark_duplicates(ds, decisions, *, partitions: int | None = None, broadcast_b
     limit = BROADCAST_BYTES if broadcast_bytes is None else broadcast_bytes
     if (table.size_bytes() or 0) <= limit:
         lookup = ray.remote(_decision_lookup).remote(*table.to_arrow_refs())
-        return ds.map_batches(_mark_broadcast, batch_format="pyarrow", fn_kwargs={"lookup": lookup})
+        return ds.map_batches(_mark_broadcast, batch_format="pyarrow", batch_size=DOC_BATCH, fn_kwargs={"lookup": lookup})
     return co_partition_apply(ds, table, [RANK_KEY], [DOC], _mark, parts, right_schema=DECISION_SCHEMA)
