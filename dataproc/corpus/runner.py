@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataproc.config import DataJobConfig
+from dataproc.corpus.dedup._shuffle import DOC_BATCH
 from dataproc.outputs.parquet import parquet_files, read_documents
 from llmforge.common import fs
 from llmforge.common.ray_session import cluster_cpus
@@ -89,7 +90,7 @@ def _dedup_entry(stage: str, reason: str, n_in: int, info: dict[str, Any]) -> di
 
 
 def _unique(ds):
-    return ds.map_batches(_keep_unique, batch_format="pyarrow")
+    return ds.map_batches(_keep_unique, batch_format="pyarrow", batch_size=DOC_BATCH)
 
 
 def run_corpus_stages(cfg: DataJobConfig, documents_uri: str, input_fingerprint: str, log=print) -> dict[str, Any]:

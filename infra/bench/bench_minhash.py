@@ -10,14 +10,18 @@
     load from other processes on a shared host skews the ratios less. Peak memory is
     tracemalloc's peak over one run (numpy buffers included; rensa's Rust heap is not seen).
 (b) Full dedup (exact + MinHash LSH + connected components + marking) of N generated documents
-    on a local Ray with --cores CPUs: wall time, peak memory (largest sum of PSS over the
+    on a local Ray with --cores CPUs, run the way the data job's corpus steps run it
+    (`dataproc.corpus.runner`): the corpus is first written to Parquet in a temp directory
+    (outside the measured section, and the driver drops its copy), exact dedup reads it and
+    writes `exact/`, MinHash reads the unique rows of that and writes `near/`; nothing is
+    collected on the driver. Reported: wall time, peak memory (largest sum of PSS over the
     process tree: driver, raylet, workers, object store, sampled every 0.2 s; split into the
-    object store's shared pages and process heap), CC rounds, planted duplicates found, and the
-    growth ratio between sizes. The harness keeps the input and the exact-dedup output
-    materialised and collects the result on the driver, so ~3 copies of the corpus sit in the
-    object store at the end whatever the dedup code does.
+    object store's shared pages and process heap; `base` is the tree before dedup starts),
+    CC rounds, and, read back from the written Parquet afterwards, documents removed and
+    planted duplicates found, plus the growth between the smallest and largest size.
+    --object-store-gib caps the embedded Ray's object store (it spills to disk beyond that).
 
-    .venv/bin/python infra/bench/bench_minhash.py [--sizes 50000 200000] [--cores 2] [--repeats 5]
+    .venv/bin/python infra/bench/bench_minhash.py [--sizes 50000 200000] [--cores 2] [--repeats 5] [--skip-signatures]
 """
 from __future__ import annotations
 
@@ -241,49 +245,89 @@ class PeakPss:
         self._thread.join()
 
 
-def bench_ray(sizes: list[int], cores: int, shuffle: str, block_docs: int) -> None:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import ray
+def _write_input(n: int, root: Path, block_docs: int) -> list:
+    """The generated corpus as Parquet files of `block_docs` rows (one read task each), like
+    `documents/`; returns the planted kinds. Run in a child process, so the driver measured
+    afterwards never held the texts (freed Python/Arrow memory is not all returned to the OS)."""
+    import pyarrow.parquet as pq
 
+    table, kinds = generated_corpus(n)
+    out = root / "input"
+    out.mkdir()
+    for k, i in enumerate(range(0, table.num_rows, block_docs)):
+        pq.write_table(table.slice(i, block_docs), out / f"part-{k:05d}.parquet")
+    return kinds
+
+
+def _read_marks(path: Path) -> dict:
+    """id -> duplicate_of of a written dedup step (driver side, after the measured run)."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path, columns=["id", "duplicate_of"])
+    return dict(zip(t.column("id").to_pylist(), t.column("duplicate_of").to_pylist()))
+
+
+def _dedup_steps(src: Path, root: Path, parts: int, stats: dict) -> tuple[float, float]:
+    """The runner's two dedup steps, Parquet to Parquet; returns their wall times."""
     from dataproc.corpus.dedup.exact import exact_duplicates
     from dataproc.corpus.dedup.lsh import minhash_duplicates
     from dataproc.corpus.dedup.minhash import MinHashOptions
+    from dataproc.corpus.runner import _unique
+    from dataproc.outputs.parquet import read_documents
+
+    t0 = time.perf_counter()
+    exact_duplicates(read_documents(str(src)), partitions=parts).write_parquet(str(root / "exact"))
+    t1 = time.perf_counter()
+    near = minhash_duplicates(_unique(read_documents(str(root / "exact"))), MinHashOptions(partitions=parts), stats=stats)
+    near.write_parquet(str(root / "near"))
+    return t1 - t0, time.perf_counter() - t1
+
+
+def bench_ray(sizes: list[int], cores: int, shuffle: str, block_docs: int, object_store_gib: float | None = None) -> None:
+    import multiprocessing
+    import shutil
+    import tempfile
+    from concurrent.futures import ProcessPoolExecutor
+
+    import ray
 
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    store = int(object_store_gib * 2**30) if object_store_gib else None
     rows = []
     for n in sizes:
-        table, kinds = generated_corpus(n)
-        ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.shuffle_strategy = shuffle
+        root = Path(tempfile.mkdtemp(prefix="bench_dedup_"))
         try:
-            blocks = [table.slice(i, block_docs) for i in range(0, n, block_docs)]
-            ds = ray.data.from_arrow(blocks).materialize()
-            parts = 2 * cores
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                kinds = pool.submit(_write_input, n, root, block_docs).result()
+            src = root / "input"
+            ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False,
+                     object_store_memory=store)
+            ctx = ray.data.DataContext.get_current()
+            ctx.enable_progress_bars = False
+            ctx.shuffle_strategy = shuffle
             stats: dict = {}
-            with PeakPss() as mem:
-                t0 = time.perf_counter()
-                ex = exact_duplicates(ds, partitions=parts).materialize()
-                t1 = time.perf_counter()
-                out = minhash_duplicates(ex, MinHashOptions(partitions=parts), stats=stats).select_columns(["id", "duplicate_of"])
-                result = pa.concat_tables(ray.get(out.to_arrow_refs()))
-                t2 = time.perf_counter()
+            try:
+                base = PeakPss()._sample()[0]
+                with PeakPss() as mem:
+                    te, tm = _dedup_steps(src, root, 2 * cores, stats)
+            finally:
+                ray.shutdown()
+            exact, near = _read_marks(root / "exact"), _read_marks(root / "near")
+            removed = sum(d is not None for d in exact.values()) + sum(d is not None for d in near.values())
+            dup = {**exact, **near}  # near holds exact's unique rows only, with their MinHash marks
+            found = planted_found([f"d{i:08d}" for i in range(n)], kinds, dup)
         finally:
-            ray.shutdown()
-        dup = dict(zip(result.column("id").to_pylist(), result.column("duplicate_of").to_pylist()))
-        found = planted_found(table.column("id").to_pylist(), kinds, dup)
-        removed = int(pc.sum(pc.is_valid(result.column("duplicate_of"))).as_py())
-        rows.append((n, t1 - t0, t2 - t1, t2 - t0, mem.peak, mem.peak_shm, stats["cc_rounds"], removed, found))
-    print(f"\n[b] full dedup on local Ray, {cores} CPUs, shuffle={shuffle}, {block_docs} docs/block")
-    print(f"{'docs':>8s} {'exact s':>8s} {'minhash+cc s':>13s} {'total s':>8s} {'docs/s':>8s} {'peak GiB':>9s} "
+            shutil.rmtree(root, ignore_errors=True)
+        rows.append((n, te, tm, te + tm, base, mem.peak, mem.peak_shm, stats["cc_rounds"], removed, found))
+    cap = f", object store {object_store_gib:g} GiB" if object_store_gib else ""
+    print(f"\n[b] full dedup on local Ray, Parquet in and out, {cores} CPUs, shuffle={shuffle}, {block_docs} docs/file{cap}")
+    print(f"{'docs':>8s} {'exact s':>8s} {'minhash+cc s':>13s} {'total s':>8s} {'docs/s':>8s} {'base GiB':>9s} {'peak GiB':>9s} "
           f"{'obj store':>9s} {'heap':>6s} {'cc rounds':>9s} {'removed':>8s} {'exact found':>11s} {'near found':>10s}")
-    for n, te, tm, tt, peak, shm, rounds, removed, found in rows:
-        print(f"{n:8d} {te:8.1f} {tm:13.1f} {tt:8.1f} {n / tt:8.0f} {peak / 2**30:9.2f} {shm / 2**30:9.2f} "
+    for n, te, tm, tt, base, peak, shm, rounds, removed, found in rows:
+        print(f"{n:8d} {te:8.1f} {tm:13.1f} {tt:8.1f} {n / tt:8.0f} {base / 2**30:9.2f} {peak / 2**30:9.2f} {shm / 2**30:9.2f} "
               f"{(peak - shm) / 2**30:6.2f} {rounds:9d} {removed:8d} {found['exact']:11.3f} {found['near']:10.3f}")
     if len(rows) > 1:
-        (n0, t0, p0), (n1, t1, p1) = [(r[0], r[3], r[4]) for r in (rows[0], rows[-1])]
+        (n0, t0, p0), (n1, t1, p1) = [(r[0], r[3], r[5]) for r in (rows[0], rows[-1])]
         print(f"growth {n1 / n0:.1f}x docs: time x{t1 / t0:.2f}, peak memory x{p1 / p0:.2f} "
               f"(+{(p1 - p0) / (n1 - n0) / 1024:.1f} KiB per extra document)")
 
@@ -297,11 +341,13 @@ def main(argv=None) -> None:
                     help="Ray Data shuffle strategy (hash shuffles start worker processes per shuffle on small hosts)")
     ap.add_argument("--block-docs", type=int, default=5000)
     ap.add_argument("--skip-signatures", action="store_true")
+    ap.add_argument("--object-store-gib", type=float, default=None,
+                    help="object store of the embedded Ray (default: Ray's, 30%% of RAM); beyond it objects spill to disk")
     args = ap.parse_args(argv)
     if not args.skip_signatures:
         bench_signatures(args.repeats)
     if args.sizes:
-        bench_ray(args.sizes, args.cores, args.shuffle, args.block_docs)
+        bench_ray(args.sizes, args.cores, args.shuffle, args.block_docs, args.object_store_gib)
 
 
 if __name__ == "__main__":

@@ -196,6 +196,42 @@ def test_exact_duplicates_keep_earliest_then_smallest_id(ray_dedup):
     assert out == {"a": None, "b": "a", "c": "a", "0": "a", "u1": None, "x1": None, "x0": "x1", "d1": None, "d2": None}
 
 
+def test_exact_duplicates_equal_a_plain_reference(ray_dedup):
+    """On a generated corpus with planted copies (case and punctuation changed, undated ones,
+    dropped rows, groups spread over blocks), every row's `duplicate_of` equals a plain
+    Python grouping by normalised-text hash: keeper = smallest (date or '~'*20, id)."""
+    from dataproc.corpus.dedup.exact import exact_duplicates
+
+    rng = random.Random(11)
+    rows = []
+    for i in range(400):
+        text = random_doc(rng, rng.randint(0, 40))
+        rows.append({"id": f"u{i:04d}", "date": _date(rng), "text": text, "drop_reason": None})
+        for k in range(rng.choice([0, 0, 1, 3])):
+            copy = text.upper() + rng.choice(["", "!", " ...", "\n"])
+            date = _date(rng) if rng.random() < 0.8 else rng.choice(["", None, "2024-13"])
+            drop = "gopher:too_short" if rng.random() < 0.1 else None
+            rows.append({"id": f"c{i:04d}_{k}", "date": date, "text": "" if drop else copy, "drop_reason": drop})
+    rng.shuffle(rows)
+
+    def rank(r):
+        ok = r["date"] is not None and re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", r["date"])
+        return (r["date"] if ok else "~" * 20) + r["id"]
+
+    groups: dict[tuple, list[dict]] = {}
+    for r, h in zip(rows, text_hashes([r["text"] for r in rows]).tolist()):
+        if r["drop_reason"] is None:
+            groups.setdefault(tuple(h), []).append(r)
+    expected = {r["id"]: None for r in rows}
+    for members in groups.values():
+        keeper = min(members, key=rank)
+        expected.update({r["id"]: keeper["id"] for r in members if r is not keeper})
+    assert sum(v is not None for v in expected.values()) > 300
+    out = exact_duplicates(_dataset(ray_dedup, rows, blocks=5), partitions=3).take_all()
+    assert len(out) == len(rows)
+    assert {r["id"]: r["duplicate_of"] for r in out} == expected
+
+
 def _components(rows) -> set[frozenset]:
     groups: dict[str, set] = {}
     for r in rows:

@@ -18,6 +18,11 @@ from dataproc.corpus.dedup._hashing import combine, hash_column
 from llmforge.common.ray_session import cluster_cpus
 
 PART = "__dedup_part"
+# Documents per call of a map over whole documents (hashing, band keys, marking). A Parquet
+# read hands over blocks of up to Ray Data's target block size (128 MiB: a whole corpus step
+# of ~100k documents), and a UDF's working copies of a block are several times its size; a
+# fixed batch keeps a worker's memory the same however large the corpus.
+DOC_BATCH = 4096
 TableFn = Callable[[pa.Table], pa.Table]
 
 

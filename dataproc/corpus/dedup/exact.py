@@ -1,54 +1,64 @@
-"""Exact dedup on Ray Data: one hash shuffle of the documents by normalised-text hash.
+"""Exact dedup on Ray Data: a hash shuffle of compact keys, then a join of the decisions.
 
-Within a group of equal hashes the document with the smallest `rank_key` (earliest date, then
-smallest id; see `keys`) is kept; every other one gets `duplicate_of` = the kept id. Rows
-already dropped by an earlier stage (`drop_reason` set) pass through untouched.
+Within a group of equal normalised-text hashes the document with the smallest `rank_key`
+(earliest date, then smallest id; see `keys`) is kept; every other one gets `duplicate_of` =
+the kept id. Rows already dropped by an earlier stage (`drop_reason` set) pass through
+untouched.
+
+    docs --map--> (hash hi, hash lo, rank_key) of every live document
+         --shuffle by hash--> (doc, component_root) for every copy that is not its group's first
+         --broadcast to a map over the docs (`marking`)--> docs + `duplicate_of`
+
+Only ~60 bytes per document go through the shuffle, not the documents: shuffled texts sat in
+the object store two or three times over at the shuffle's barrier, so memory grew with the
+corpus. The docs are read twice (keys, then marking): pass a dataset read from storage or
+materialised, or its plan runs twice.
 """
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from dataproc.corpus.dedup._shuffle import default_partitions, partition_apply, segment_starts
-from dataproc.corpus.dedup.keys import DUPLICATE_OF, RANK_KEY, alive_mask, ids_of, with_rank_key
+from dataproc.corpus.dedup._shuffle import DOC_BATCH, default_partitions, partition_apply, segment_starts
+from dataproc.corpus.dedup.keys import RANK_KEY, alive_mask, with_rank_key
+from dataproc.corpus.dedup.marking import DOC, ROOT, as_large_string, mark_duplicates
 from dataproc.corpus.dedup.text_norm import text_hashes
 
 _HI, _LO = "__exact_hi", "__exact_lo"
 
 
-def add_text_hash(batch: pa.Table, text_column: str = "text") -> pa.Table:
-    """Batch UDF: the 128-bit normalised-text hash as two uint64 columns, plus `rank_key`."""
-    h = text_hashes(batch.column(text_column))
+def exact_keys(batch: pa.Table, text_column: str = "text", drop_column: str | None = "drop_reason") -> pa.Table:
+    """Batch UDF: the 128-bit normalised-text hash (two uint64 columns) and `rank_key` of
+    every live row; all that the shuffle carries."""
     batch = with_rank_key(batch)
-    return batch.append_column(_HI, pa.array(h[:, 0])).append_column(_LO, pa.array(h[:, 1]))
+    live = batch.filter(alive_mask(batch, drop_column))
+    h = text_hashes(live.column(text_column))
+    return pa.table({_HI: pa.array(h[:, 0]), _LO: pa.array(h[:, 1]), RANK_KEY: as_large_string(live.column(RANK_KEY))})
 
 
-def mark_exact_duplicates(part: pa.Table, drop_column: str | None = "drop_reason") -> pa.Table:
-    """Partition UDF: set `duplicate_of` for every alive row that is not the smallest
-    `rank_key` of its hash group. Input: rows with `_HI`, `_LO`, `rank_key`; output: the same
-    rows without the hash columns, with `duplicate_of` (null = kept)."""
-    alive = alive_mask(part, drop_column).to_numpy(zero_copy_only=False)
-    dup_of = np.full(part.num_rows, None, dtype=object)
-    idx = np.flatnonzero(alive)
-    if len(idx):
-        live = part.take(idx).append_column("__row", pa.array(idx))
-        live = live.sort_by([(_HI, "ascending"), (_LO, "ascending"), (RANK_KEY, "ascending")])
-        first = segment_starts(live, [_HI, _LO])
-        group_first = np.flatnonzero(first)[np.cumsum(first) - 1]  # row of each group's keeper
-        keeper_ids = ids_of(live.column(RANK_KEY).take(group_first)).to_numpy(zero_copy_only=False)
-        rows = live.column("__row").to_numpy()
-        dup_of[rows[~first]] = keeper_ids[~first]
-    out = part.drop_columns([_HI, _LO])
-    return out.append_column(DUPLICATE_OF, pa.array(dup_of, type=pa.string()))
+def exact_decisions(part: pa.Table) -> pa.Table:
+    """Partition UDF over key rows: (`doc`, `component_root`) = (rank key, the rank key of its
+    hash group's smallest) for every row that is not that smallest. A row whose rank key
+    equals the keeper's (the same id and date twice) is the keeper itself to the join, so it
+    is not listed: listing it would mark the keeper too."""
+    t = part.sort_by([(_HI, "ascending"), (_LO, "ascending"), (RANK_KEY, "ascending")])
+    first = segment_starts(t, [_HI, _LO])
+    head = np.flatnonzero(first)[np.cumsum(first) - 1]  # row of each group's keeper
+    member = np.flatnonzero(~first)
+    keys = as_large_string(t.column(RANK_KEY))
+    docs, roots = keys.take(pa.array(member)), keys.take(pa.array(head[member]))
+    return pa.table({DOC: docs, ROOT: roots}).filter(pc.not_equal(docs, roots))
 
 
 def exact_duplicates(ds, *, text_column: str = "text", partitions: int | None = None,
                      drop_column: str | None = "drop_reason"):
-    """Ray Dataset -> the same rows plus `rank_key` and `duplicate_of` (null = kept, else the
-    kept document's id). Needs `id` and `date` columns (or a `rank_key`) and `text_column`."""
+    """Ray Dataset -> the same rows (same order) plus `rank_key` and `duplicate_of` (null =
+    kept, else the kept document's id). Needs `id` and `date` columns (or a `rank_key`) and
+    `text_column`. `ds` is consumed twice (see the module doc)."""
     partitions = partitions or default_partitions()
-    hashed = ds.map_batches(add_text_hash, batch_format="pyarrow", fn_kwargs={"text_column": text_column})
-    return partition_apply(hashed, [_HI, _LO], partial(mark_exact_duplicates, drop_column=drop_column), partitions)
-
+    ds = ds.map_batches(with_rank_key, batch_format="pyarrow", batch_size=DOC_BATCH)
+    keys = ds.map_batches(exact_keys, batch_format="pyarrow", batch_size=DOC_BATCH,
+                          fn_kwargs={"text_column": text_column, "drop_column": drop_column})
+    decisions = partition_apply(keys, [_HI, _LO], exact_decisions, partitions)
+    return mark_duplicates(ds, decisions, partitions=partitions)

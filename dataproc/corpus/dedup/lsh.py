@@ -21,18 +21,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dataproc.corpus.dedup._hashing import hash_column
-from dataproc.corpus.dedup._shuffle import co_partition_apply, default_partitions, partition_apply, segment_starts
-from dataproc.corpus.dedup.keys import DUPLICATE_OF, RANK_KEY, alive_mask, ids_of, with_rank_key
+from dataproc.corpus.dedup._shuffle import DOC_BATCH, co_partition_apply, default_partitions, partition_apply, segment_starts
+from dataproc.corpus.dedup.keys import DUPLICATE_OF, RANK_KEY, alive_mask, with_rank_key
+from dataproc.corpus.dedup.marking import BROADCAST_BYTES, DOC, ROOT, mark_duplicates  # noqa: F401 (re-exported)
+from dataproc.corpus.dedup.marking import as_large_string as _arr
 from dataproc.corpus.dedup.minhash import MinHashOptions, band_keys, estimated_jaccard, minhash_signatures
 
 log = logging.getLogger(__name__)
 
 DOC_A, DOC_B = "doc_a", "doc_b"  # an edge; after normalisation doc_a > doc_b
-DOC, ROOT = "doc", "component_root"
 _CHANGED = "changed"
 _EDGE_SCHEMA = pa.schema([(DOC_A, pa.large_string()), (DOC_B, pa.large_string())])
-_COMPONENT_SCHEMA = pa.schema([(DOC, pa.large_string()), (ROOT, pa.large_string())])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,7 +80,7 @@ def candidate_edges(ds, options: MinHashOptions | None = None, *, text_column: s
     Jaccard is below it are dropped (and the dataset is read a second time for signatures)."""
     options = options or MinHashOptions()
     parts = options.partitions or default_partitions()
-    rows = ds.map_batches(band_rows, batch_format="pyarrow",
+    rows = ds.map_batches(band_rows, batch_format="pyarrow", batch_size=DOC_BATCH,
                           fn_kwargs={"options": options, "text_column": text_column, "drop_column": drop_column})
     edges = partition_apply(rows, ["band", "key"], bucket_edges, parts)
     if options.jaccard_threshold is not None:
@@ -149,7 +148,7 @@ def verify_edges(edges, ds, options: MinHashOptions, *, text_column: str = "text
     """Edges -> distinct edges with signature-estimated Jaccard >= options.jaccard_threshold,
     plus a `jaccard_est` column. Two shuffle joins against (doc, signature) rows."""
     parts = options.partitions or default_partitions()
-    sigs = ds.map_batches(signature_rows, batch_format="pyarrow",
+    sigs = ds.map_batches(signature_rows, batch_format="pyarrow", batch_size=DOC_BATCH,
                           fn_kwargs={"options": options, "text_column": text_column, "drop_column": drop_column})
     sig_schema = pa.schema([(DOC, pa.large_string()), ("sig", _sig_type(options.num_hashes))])
     with_a = co_partition_apply(edges, sigs, [DOC_A], [DOC], partial(_edges_with_sig_a, width=options.num_hashes), parts,
@@ -185,10 +184,6 @@ def _both_directions(batch: pa.Table) -> pa.Table:
     """Batch UDF: (u, v) rows for both endpoints of every edge, for the large-star step."""
     a, b = batch.column(DOC_A), batch.column(DOC_B)
     return pa.table({"u": pa.concat_arrays([_arr(a), _arr(b)]), "v": pa.concat_arrays([_arr(b), _arr(a)])})
-
-
-def _arr(col) -> pa.Array:
-    return (col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col).cast(pa.large_string())
 
 
 def _sorted_distinct(t: pa.Table, keys: list[str]) -> pa.Table:
@@ -268,77 +263,6 @@ def connected_components(edges, *, partitions: int | None = None, max_rounds: in
     return members.union(partition_apply(members, [ROOT], _roots, parts))
 
 
-# ---------------------------------------------------------------------------------------------
-# Marking documents.
-
-
-def _mark(docs: pa.Table, comps: pa.Table) -> pa.Table:
-    """Join UDF: `duplicate_of` = id of the component root for docs that are non-root members;
-    an existing `duplicate_of` (e.g. from exact dedup) wins."""
-    if comps.num_rows:
-        idx = pc.index_in(docs.column(RANK_KEY), value_set=_arr(comps.column(DOC)))
-        dup = ids_of(_arr(comps.column(ROOT)).take(idx)).cast(pa.string())
-    else:
-        dup = pa.nulls(docs.num_rows, pa.string())
-    if DUPLICATE_OF in docs.column_names:
-        i = docs.column_names.index(DUPLICATE_OF)
-        return docs.set_column(i, DUPLICATE_OF, pc.coalesce(docs.column(DUPLICATE_OF).cast(pa.string()), dup))
-    return docs.append_column(DUPLICATE_OF, dup)
-
-
-# Components up to this many bytes are joined to the documents by broadcast (one sorted lookup
-# table in the object store, read zero-copy by every map task), so the documents, texts and
-# all, stream through a map instead of a hash shuffle that holds them in the object store at
-# once (two or three copies of the corpus at its barrier). Only non-root members of duplicate
-# clusters are in it: ~60 bytes per near-duplicate, so 256 MiB covers ~4M of them.
-BROADCAST_BYTES = 256 << 20
-_HASH = "__doc_hash"
-
-
-def _component_lookup(*blocks: pa.Table) -> pa.Table:
-    """Remote task: components blocks -> one table sorted by a stable uint64 hash of `doc`."""
-    t = pa.table({DOC: pa.array([], pa.large_string()), ROOT: pa.array([], pa.large_string())})
-    if blocks:
-        t = pa.concat_tables([pa.table({DOC: _arr(b.column(DOC)), ROOT: _arr(b.column(ROOT))}) for b in blocks])
-    h = hash_column(t.column(DOC))
-    order = np.argsort(h, kind="stable")
-    return pa.table({_HASH: pa.array(h[order]), DOC: t.column(DOC).take(order), ROOT: t.column(ROOT).take(order)})
-
-
-def _mark_broadcast(docs: pa.Table, lookup) -> pa.Table:
-    """Batch UDF: `_mark` against the lookup rows whose hash equals one of the batch's rank
-    keys (every row of an equal hash, so a 64-bit collision cannot hide a member; `_mark`
-    then matches the strings exactly)."""
-    import ray
-
-    if isinstance(lookup, ray.ObjectRef):
-        lookup = ray.get(lookup)
-    sorted_h = lookup.column(_HASH).to_numpy()
-    h = hash_column(docs.column(RANK_KEY))
-    left = np.searchsorted(sorted_h, h, side="left")
-    count = np.searchsorted(sorted_h, h, side="right") - left
-    total = int(count.sum())
-    idx = np.repeat(left, count) + (np.arange(total) - np.repeat(np.cumsum(count) - count, count))
-    return _mark(docs, lookup.select([DOC, ROOT]).take(pa.array(idx, type=pa.int64())))
-
-
-def mark_duplicates(ds, components, *, partitions: int | None = None, broadcast_bytes: int | None = None):
-    """Docs (with `rank_key`) + components (`doc`, `component_root`) -> docs with
-    `duplicate_of`: the representative's id for non-root members, null otherwise.
-
-    Components of at most `broadcast_bytes` (default `BROADCAST_BYTES`; materialised here) are broadcast to a map over the
-    docs, which keeps their order; larger ones are joined by a hash shuffle of both sides."""
-    import ray
-
-    parts = partitions or default_partitions()
-    comps = components.materialize()
-    limit = BROADCAST_BYTES if broadcast_bytes is None else broadcast_bytes
-    if (comps.size_bytes() or 0) <= limit:
-        lookup = ray.remote(_component_lookup).remote(*comps.to_arrow_refs())
-        return ds.map_batches(_mark_broadcast, batch_format="pyarrow", fn_kwargs={"lookup": lookup})
-    return co_partition_apply(ds, comps, [RANK_KEY], [DOC], _mark, parts, right_schema=_COMPONENT_SCHEMA)
-
-
 def minhash_duplicates(ds, options: MinHashOptions | None = None, *, text_column: str = "text",
                        drop_column: str | None = "drop_reason", stats: dict | None = None):
     """The whole near-dedup plan: docs -> the same rows plus `rank_key` and `duplicate_of`.
@@ -352,7 +276,7 @@ def minhash_duplicates(ds, options: MinHashOptions | None = None, *, text_column
     this stage may remove in turn: follow `duplicate_of` to the end for the surviving copy."""
     options = options or MinHashOptions()
     parts = options.partitions or default_partitions()
-    ds = ds.map_batches(with_rank_key, batch_format="pyarrow")
+    ds = ds.map_batches(with_rank_key, batch_format="pyarrow", batch_size=DOC_BATCH)
     edges = candidate_edges(ds, options, text_column=text_column, drop_column=drop_column)
     comps = connected_components(edges, partitions=parts, max_rounds=options.max_cc_rounds,
                                  include_roots=False, stats=stats)
