@@ -100,9 +100,9 @@ class PeakMemory:
         return self.peak
 
 
-def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
+def timed(cmd: list[str], env: dict | None = None, cwd: Path = REPO) -> tuple[float, int, str]:
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
     mem = PeakMemory(proc.pid)
     out, _ = proc.communicate()
     peak = mem.stop()
@@ -113,7 +113,9 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
 
 
 def code_env(code: Path) -> dict:
-    """Environment that imports llmforge's packages from `code` (a revision's source tree)."""
+    """Environment that imports llmforge's packages from `code` (a revision's source tree).
+    Run the process in `code` too: Ray workers put the driver's working directory first on
+    their import path, so from this checkout they would run its packages, not the revision's."""
     env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     if code != REPO:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
@@ -142,7 +144,7 @@ def run_llmforge(inputs: Path, out: Path, cores: int, code: Path = REPO) -> dict
         [str(REPO / ".venv/bin/llmforge"), "data", "run", "--config", str(REPO / "infra/bench/data_first_half.yaml"),
          "--input", str(inputs), "--output", str(out),
          "--set", f"execution.num_cpus={cores}", "--set", "execution.dashboard=false"],
-        env=env,
+        env=env, cwd=code,
     )
     stats = json.loads((out / "stats.json").read_text())
     phases = stats.get("phase_seconds", {})  # absent before this was recorded (older revisions)

@@ -49,7 +49,7 @@ def run_job(code: Path, config: str, inputs: Path, out: Path, cores: int) -> flo
     done = subprocess.run(
         [str(REPO / ".venv/bin/llmforge"), "data", "run", "--config", config, "--input", str(inputs),
          "--output", str(out), "--set", f"execution.num_cpus={cores}", "--set", "execution.dashboard=false"],
-        env=code_env(code), cwd=REPO, capture_output=True, text=True)
+        env=code_env(code), cwd=code, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"llmforge data run ({code}) failed:\n{(done.stdout + done.stderr)[-4000:]}")
     return time.perf_counter() - start
