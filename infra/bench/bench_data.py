@@ -10,16 +10,21 @@ system gets the same parallelism, then runs, one after the other and on the same
   plain     infra/bench/plain_loop.py: the same reader, stages and Parquet sink in plain
             Python processes, one per core (no Ray): what the job's functions cost alone;
   datatrove WarcReader -> Trafilatura -> Gopher rep/quality -> C4 -> FineWeb, --cores workers
-            (infra/bench/peer_datatrove.py in .venv-peer).
+            (infra/bench/peer_datatrove.py in .venv-peer);
+  curator   NeMo Curator: DocumentIterateExtractStage (WARC iterator, pycld2 language id, jusText)
+            -> English -> its English heuristic cascade (Gopher rep/quality, C4) -> JSONL, on
+            its XennaExecutor over a Ray cluster of --cores CPUs (infra/bench/peer_curator.py in
+            .venv-curator, from infra/bench/setup_curator.sh; skipped when that venv is absent).
 
 Wall time is whole processes, start-up included. From the two sizes each system's wall time
 splits into a fixed cost (start-up and finish: the intercept of wall = fixed + n x per-doc) and
 a per-document cost (the slope): llmforge / plain per-document is the job's overhead at scale.
 Peak memory is the largest sum of PSS (shared pages split among sharers, so Ray's object store
 is not double counted) over the process tree, sampled every 0.2 s. Extraction quality on the
-same pages comes from infra/bench/extraction_score.py for both extractors.
+same pages comes from infra/bench/extraction_score.py for each system's extractor.
 
     .venv/bin/python infra/bench/bench_data.py [--cores 2] [--sizes 4096 12288] [--no-peer]
+        [--systems llmforge plain datatrove curator]
 """
 from __future__ import annotations
 
@@ -39,6 +44,9 @@ import psutil
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data" / "extraction" / "trafilatura_eval"
 PEER_PY = REPO / ".venv-peer" / "bin" / "python"
+CURATOR_PY = REPO / ".venv-curator" / "bin" / "python"
+SYSTEMS = ("llmforge", "plain", "datatrove", "curator")
+PEERS = ("datatrove", "curator")
 
 
 def build_inputs(out_dir: Path, n_docs: int, n_files: int) -> None:
@@ -151,12 +159,29 @@ def run_peer(inputs: Path, out: Path, cores: int) -> dict:
     return {"wall_s": wall, "peak_bytes": peak, "kept": result["kept"]}
 
 
-def extraction_scores() -> dict:
+def run_curator(inputs: Path, out: Path, cores: int) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    wall, peak, log = timed([str(CURATOR_PY), str(REPO / "infra/bench/peer_curator.py"),
+                             "--input", str(inputs), "--output", str(out), "--workers", str(cores)], env=env)
+    result = json.loads(log.strip().splitlines()[-1])
+    return {"wall_s": wall, "peak_bytes": peak, "kept": result["kept"]}
+
+
+EXTRACTORS = {"llmforge": ("llmforge", REPO / ".venv/bin/python"), "datatrove": ("trafilatura", PEER_PY),
+              "curator": ("curator", CURATOR_PY)}
+
+
+def extraction_scores(systems: tuple[str, ...]) -> dict:
+    """Extraction F1/accuracy on the eval pages for each system's extractor (plain shares llmforge's)."""
     scores = {}
-    for name, py in (("llmforge", REPO / ".venv/bin/python"), ("trafilatura", PEER_PY)):
+    for system in systems:
+        if system not in EXTRACTORS:
+            continue
+        name, py = EXTRACTORS[system]
         out = subprocess.run([str(py), str(REPO / "infra/bench/extraction_score.py"), "--extractor", name, "--json"],
                              capture_output=True, text=True, cwd=REPO, check=True).stdout
-        scores[name] = json.loads(out.strip().splitlines()[-1])
+        scores[system] = json.loads(out.strip().splitlines()[-1])
     return scores
 
 
@@ -167,20 +192,58 @@ def fixed_and_per_doc(runs: dict[int, dict]) -> tuple[float, float]:
     return runs[a]["wall_s"] - a * per_doc, per_doc
 
 
+def choose_systems(args: argparse.Namespace) -> tuple[str, ...]:
+    """The systems to run: --systems (default all), less the peers --no-peer drops; curator is
+    skipped with one line when .venv-curator is absent, datatrove's venv is required."""
+    systems = [name for name in SYSTEMS if name in (args.systems or SYSTEMS)]
+    if args.no_peer:
+        systems = [name for name in systems if name not in PEERS]
+    if "curator" in systems and not CURATOR_PY.exists():
+        print("curator: skipped, no .venv-curator/bin/python (bash infra/bench/setup_curator.sh sets it up)")
+        systems.remove("curator")
+    if "datatrove" in systems and not PEER_PY.exists():
+        raise SystemExit("run infra/bench/setup_peer.sh first (or infra/bench/run.sh), or leave datatrove out: "
+                         "--no-peer / --systems")
+    if not systems:
+        raise SystemExit("no system to run")
+    return tuple(systems)
+
+
+def print_table(runs: dict[str, dict[int, dict]], systems: tuple[str, ...], small: int, large: int, cores: int) -> None:
+    """One column per system; then llmforge's speed over each other system's (when llmforge ran)."""
+    others = [name for name in systems if name != "llmforge"] if "llmforge" in systems else []
+    print(f"{'docs/s per core':<34}" + "".join(f"{name:>12}" for name in systems)
+          + "".join(f"{'vs ' + name:>14}" for name in others))
+    for n in (small, large):
+        rate = {name: n / runs[name][n]["wall_s"] / cores for name in systems}
+        print(f"{f'  {n} docs':<34}" + "".join(f"{rate[name]:>12.1f}" for name in systems)
+              + "".join(f"{rate['llmforge'] / rate[name]:>13.2f}x" for name in others))
+    fits = {name: fixed_and_per_doc(runs[name]) for name in systems}
+    print(f"{'fixed cost (s)':<34}" + "".join(f"{fits[name][0]:>12.1f}" for name in systems))
+    # Per document, the ratio is the other system's cost over llmforge's: how many times llmforge's it is
+    # (for plain, llmforge's over plain's: the job's overhead at scale, as before).
+    print(f"{'per-document cost (ms x cores)':<34}" + "".join(f"{fits[name][1] * 1e3 * cores:>12.2f}" for name in systems)
+          + "".join(f"{(fits['llmforge'][1] / fits[name][1] if name == 'plain' else fits[name][1] / fits['llmforge'][1]):>13.2f}x"
+                    for name in others))
+    print(f"{'peak memory MiB (' + str(large) + ' docs)':<34}"
+          + "".join(f"{runs[name][large]['peak_bytes'] / 2**20:>12.0f}" for name in systems))
+    print(f"{'documents kept (' + str(large) + ' docs)':<34}" + "".join(f"{runs[name][large]['kept']:>12}" for name in systems))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--sizes", type=int, nargs=2, default=[4096, 12288], help="documents in the two runs")
-    ap.add_argument("--no-peer", action="store_true", help="llmforge and the plain loop only (no datatrove)")
+    ap.add_argument("--no-peer", action="store_true", help="llmforge and the plain loop only (no datatrove, no curator)")
+    ap.add_argument("--systems", nargs="+", choices=SYSTEMS, help=f"run only these (default: all of {', '.join(SYSTEMS)})")
+    ap.add_argument("--no-extraction", action="store_true", help="skip the extraction F1/accuracy rows")
     ap.add_argument("--workdir", default=str(REPO / "runs" / "bench"))
     args = ap.parse_args()
     if not SHARED.exists():
         raise SystemExit(f"needs {SHARED}")
-    if not args.no_peer and not PEER_PY.exists():
-        raise SystemExit("run infra/bench/setup_peer.sh first (or infra/bench/run.sh)")
+    systems = choose_systems(args)
     work = Path(args.workdir)
-    systems = ("llmforge", "plain") + (() if args.no_peer else ("datatrove",))
-    runners = {"llmforge": run_llmforge, "plain": run_plain, "datatrove": run_peer}
+    runners = {"llmforge": run_llmforge, "plain": run_plain, "datatrove": run_peer, "curator": run_curator}
     runs: dict[str, dict[int, dict]] = {name: {} for name in systems}
     for n in sorted(set(args.sizes)):
         inputs = work / f"warc-{n}-{args.cores}"
@@ -192,26 +255,12 @@ def main() -> None:
 
     small, large = min(args.sizes), max(args.sizes)
     print()
-    print(f"{'docs/s per core':<34}" + "".join(f"{name:>12}" for name in systems) + f"{'vs plain':>10}"
-          + ("" if args.no_peer else f"{'vs datatrove':>14}"))
-    for n in (small, large):
-        rate = {name: n / runs[name][n]["wall_s"] / args.cores for name in systems}
-        print(f"{f'  {n} docs':<34}" + "".join(f"{rate[name]:>12.1f}" for name in systems)
-              + f"{rate['llmforge'] / rate['plain']:>9.2f}x"
-              + ("" if args.no_peer else f"{rate['llmforge'] / rate['datatrove']:>13.1f}x"))
-    fits = {name: fixed_and_per_doc(runs[name]) for name in systems}
-    print(f"{'fixed cost (s)':<34}" + "".join(f"{fits[name][0]:>12.1f}" for name in systems))
-    print(f"{'per-document cost (ms x cores)':<34}" + "".join(f"{fits[name][1] * 1e3 * args.cores:>12.2f}" for name in systems)
-          + f"{fits['llmforge'][1] / fits['plain'][1]:>9.2f}x"
-          + ("" if args.no_peer else f"{fits['datatrove'][1] / fits['llmforge'][1]:>13.1f}x"))
-    print(f"{'peak memory MiB (' + str(large) + ' docs)':<34}"
-          + "".join(f"{runs[name][large]['peak_bytes'] / 2**20:>12.0f}" for name in systems))
-    print(f"{'documents kept (' + str(large) + ' docs)':<34}" + "".join(f"{runs[name][large]['kept']:>12}" for name in systems))
-    if not args.no_peer:
-        quality = extraction_scores()
-        lq, tq = quality["llmforge"], quality["trafilatura"]
-        print(f"{'extraction F1':<34}{lq['f1']:>12.3f}{'':>12}{tq['f1']:>12.3f}")
-        print(f"{'extraction accuracy':<34}{lq['accuracy']:>12.3f}{'':>12}{tq['accuracy']:>12.3f}")
+    print_table(runs, systems, small, large, args.cores)
+    if not args.no_extraction and any(name in PEERS for name in systems):
+        quality = extraction_scores(systems)
+        for metric in ("f1", "accuracy"):
+            print(f"{'extraction ' + ('F1' if metric == 'f1' else metric):<34}"
+                  + "".join(f"{quality[name][metric]:>12.3f}" if name in quality else f"{'':>12}" for name in systems))
         runs["extraction"] = quality
     (work / "results.json").write_text(json.dumps(runs, indent=1, default=str))
 
