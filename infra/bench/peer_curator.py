@@ -74,6 +74,19 @@ def english_heuristics() -> list:
     ]
 
 
+def reap_orphans(raylets: set[str]) -> None:
+    """End this run's Ray workers that outlive their raylet (Xenna's NodeResourceMonitor actors do,
+    reparented to init, after the executor's ray.shutdown()): they carry RAY_RAYLET_PID in their env."""
+    import psutil
+
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("RAY_RAYLET_PID") in raylets:
+                proc.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--input", required=True, help="directory of .warc.gz files")
@@ -84,6 +97,7 @@ def main() -> None:
     # A cluster of our own, never one that happens to be running (ray.init joins RAY_ADDRESS if set).
     os.environ.pop("RAY_ADDRESS", None)
 
+    import psutil
     import ray
     from nemo_curator.backends.xenna import XennaExecutor
     from nemo_curator.pipeline import Pipeline
@@ -109,6 +123,7 @@ def main() -> None:
     # Xenna calls ray.init() again with no address: pin it to this cluster, not whichever one Ray
     # finds last among those running on the machine.
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    raylets = {str(p.pid) for p in psutil.Process().children(recursive=True) if "raylet" in p.name()}
     pipeline = Pipeline(name="curator_first_half", stages=[
         # The .warc.gz files by name: Curator's extension filter sees only the last suffix (".gz").
         FilePartitioningStage(file_paths=[str(p) for p in sorted(Path(args.input).glob("*.warc.gz"))],
@@ -121,7 +136,10 @@ def main() -> None:
     ])
     # Batch mode, as Xenna's own error message advises locally: streaming wants an actor per stage at
     # once (4.5 CPUs here), batch runs the stages one after the other, each on all the CPUs.
-    pipeline.run(XennaExecutor(config={"execution_mode": "batch", "cpu_allocation_percentage": 1.0}))
+    try:
+        pipeline.run(XennaExecutor(config={"execution_mode": "batch", "cpu_allocation_percentage": 1.0}))
+    finally:
+        reap_orphans(raylets)
     wall = time.perf_counter() - start
     kept = sum(1 for p in docs_dir.glob("*.jsonl") for _ in p.open())
     print(json.dumps({"peer": "nemo-curator", "wall_s": wall, "kept": kept}))
