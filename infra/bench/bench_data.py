@@ -10,7 +10,11 @@ system gets the same parallelism, then runs, one after the other and on the same
   plain     infra/bench/plain_loop.py: the same reader, stages and Parquet sink in plain
             Python processes, one per core (no Ray): what the job's functions cost alone;
   datatrove WarcReader -> Trafilatura -> Gopher rep/quality -> C4 -> FineWeb, --cores workers
-            (infra/bench/peer_datatrove.py in .venv-peer).
+            (infra/bench/peer_datatrove.py in .venv-peer);
+  curator   NeMo Curator: DocumentIterateExtractStage (WARC iterator, pycld2 language id, jusText)
+            -> English -> its English heuristic cascade (Gopher rep/quality, C4) -> JSONL, on
+            its XennaExecutor over a Ray cluster of --cores CPUs (infra/bench/peer_curator.py in
+            .venv-curator, from infra/bench/setup_curator.sh; skipped when that venv is absent).
 
 With `--compare-to REV` the same llmforge and plain-loop runs also use the code of git revision
 REV (exported with `git archive` into the workdir, imported through PYTHONPATH) on the same
@@ -23,10 +27,10 @@ splits into a fixed cost (start-up and finish: the intercept of wall = fixed + n
 a per-document cost (the slope): llmforge / plain per-document is the job's overhead at scale.
 Peak memory is the largest sum of PSS (shared pages split among sharers, so Ray's object store
 is not double counted) over the process tree, sampled every 0.2 s. Extraction quality on the
-same pages comes from infra/bench/extraction_score.py for both extractors.
+same pages comes from infra/bench/extraction_score.py for each system's extractor.
 
     .venv/bin/python infra/bench/bench_data.py [--cores 2] [--sizes 4096 12288] [--no-peer]
-                                               [--compare-to REV]
+        [--systems llmforge plain datatrove curator] [--compare-to REV]
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -48,6 +53,9 @@ from outputs_digest import documents_digest  # infra/bench, beside this script
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data" / "extraction" / "trafilatura_eval"
 PEER_PY = REPO / ".venv-peer" / "bin" / "python"
+CURATOR_PY = REPO / ".venv-curator" / "bin" / "python"
+SYSTEMS = ("llmforge", "plain", "datatrove", "curator")
+PEERS = ("datatrove", "curator")
 
 
 def build_inputs(out_dir: Path, n_docs: int, n_files: int) -> None:
@@ -192,12 +200,29 @@ def run_peer(inputs: Path, out: Path, cores: int) -> dict:
     return {"wall_s": wall, "peak_bytes": peak, "kept": result["kept"]}
 
 
-def extraction_scores() -> dict:
+def run_curator(inputs: Path, out: Path, cores: int) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    wall, peak, log = timed([str(CURATOR_PY), str(REPO / "infra/bench/peer_curator.py"),
+                             "--input", str(inputs), "--output", str(out), "--workers", str(cores)], env=env)
+    result = json.loads(log.strip().splitlines()[-1])
+    return {"wall_s": wall, "peak_bytes": peak, "kept": result["kept"]}
+
+
+EXTRACTORS = {"llmforge": ("llmforge", REPO / ".venv/bin/python"), "datatrove": ("trafilatura", PEER_PY),
+              "curator": ("curator", CURATOR_PY)}
+
+
+def extraction_scores(systems: tuple[str, ...]) -> dict:
+    """Extraction F1/accuracy on the eval pages for each system's extractor (plain shares llmforge's)."""
     scores = {}
-    for name, py in (("llmforge", REPO / ".venv/bin/python"), ("trafilatura", PEER_PY)):
+    for system in systems:
+        if system not in EXTRACTORS:
+            continue
+        name, py = EXTRACTORS[system]
         out = subprocess.run([str(py), str(REPO / "infra/bench/extraction_score.py"), "--extractor", name, "--json"],
                              capture_output=True, text=True, cwd=REPO, check=True).stdout
-        scores[name] = json.loads(out.strip().splitlines()[-1])
+        scores[system] = json.loads(out.strip().splitlines()[-1])
     return scores
 
 
@@ -208,28 +233,45 @@ def fixed_and_per_doc(runs: dict[int, dict]) -> tuple[float, float]:
     return runs[a]["wall_s"] - a * per_doc, per_doc
 
 
+def choose_systems(args: argparse.Namespace) -> tuple[str, ...]:
+    """The systems to run: --systems (default all), less the peers --no-peer drops; curator is
+    skipped with one line when .venv-curator is absent, datatrove's venv is required."""
+    systems = [name for name in SYSTEMS if name in (args.systems or SYSTEMS)]
+    if args.no_peer:
+        systems = [name for name in systems if name not in PEERS]
+    if "curator" in systems and not CURATOR_PY.exists():
+        print("curator: skipped, no .venv-curator/bin/python (bash infra/bench/setup_curator.sh sets it up)")
+        systems.remove("curator")
+    if "datatrove" in systems and not PEER_PY.exists():
+        raise SystemExit("run infra/bench/setup_peer.sh first (or infra/bench/run.sh), or leave datatrove out: "
+                         "--no-peer / --systems")
+    if not systems:
+        raise SystemExit("no system to run")
+    return tuple(systems)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--sizes", type=int, nargs=2, default=[4096, 12288], help="documents in the two runs")
-    ap.add_argument("--no-peer", action="store_true", help="llmforge and the plain loop only (no datatrove)")
+    ap.add_argument("--no-peer", action="store_true", help="llmforge and the plain loop only (no datatrove, no curator)")
+    ap.add_argument("--systems", nargs="+", choices=SYSTEMS, help=f"run only these (default: all of {', '.join(SYSTEMS)})")
     ap.add_argument("--compare-to", metavar="REV", help="also run llmforge and the plain loop at git revision REV")
+    ap.add_argument("--no-extraction", action="store_true", help="skip the extraction F1/accuracy rows")
     ap.add_argument("--workdir", default=str(REPO / "runs" / "bench"))
     args = ap.parse_args()
     if not SHARED.exists():
         raise SystemExit(f"needs {SHARED}")
-    if not args.no_peer and not PEER_PY.exists():
-        raise SystemExit("run infra/bench/setup_peer.sh first (or infra/bench/run.sh)")
     work = Path(args.workdir)
-    runners = {"llmforge": run_llmforge, "plain": run_plain}
+    runners = {"llmforge": run_llmforge, "plain": run_plain, "datatrove": run_peer, "curator": run_curator}
+    runners = {name: runners[name] for name in choose_systems(args)}
     before = None
     if args.compare_to:
         code = export_revision(args.compare_to, work)
         before = "@" + args.compare_to[:10]
-        runners["llmforge" + before] = lambda i, o, c: run_llmforge(i, o, c, code)
-        runners["plain" + before] = lambda i, o, c: run_plain(i, o, c, code)
-    if not args.no_peer:
-        runners["datatrove"] = run_peer
+        for name in ("llmforge", "plain"):
+            if name in runners:
+                runners[name + before] = partial(runners[name], code=code)
     systems = list(runners)
     runs: dict[str, dict[int, dict]] = {name: {} for name in systems}
     for n in sorted(set(args.sizes)):
@@ -263,26 +305,25 @@ def main() -> None:
                 print(f"{name} at {n} docs, wall {runs[name][n]['wall_s']:.1f} s: "
                       + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
 
-    # a / b: how much faster a is than b (docs/s ratio; the per-document cost ratio b/a).
-    pairs = [("llmforge", "plain")]
+    # a / b: how many times faster a is than b, by wall time at each size and by per-document cost.
+    pairs = [("llmforge", other) for other in ("plain", "datatrove", "curator")]
     if before:
         pairs += [("llmforge" + before, "plain" + before), ("llmforge", "llmforge" + before), ("plain", "plain" + before)]
-    if not args.no_peer:
-        pairs.append(("llmforge", "datatrove"))
+    pairs = [(a, b) for a, b in pairs if a in runs and b in runs]
     print()
-    print(f"{'speed ratio':<34}" + "".join(f"{f'{n} docs':>12}" for n in (small, large)) + f"{'per doc':>12}{'fixed s':>14}")
+    print(f"{'speed ratio':<40}" + "".join(f"{f'{n} docs':>12}" for n in (small, large)) + f"{'per doc':>12}   fixed s")
     for a, b in pairs:
         speed = [runs[b][n]["wall_s"] / runs[a][n]["wall_s"] for n in (small, large)]
-        print(f"{f'  {a} / {b}':<34}" + "".join(f"{x:>11.2f}x" for x in speed)
-              + f"{fits[b][1] / fits[a][1]:>11.2f}x{fits[a][0]:>7.1f} / {fits[b][0]:<5.1f}")
+        print(f"{f'  {a} / {b}':<40}" + "".join(f"{x:>11.2f}x" for x in speed)
+              + f"{fits[b][1] / fits[a][1]:>11.2f}x   {fits[a][0]:.1f} / {fits[b][0]:.1f}")
     digested = [name for name in systems if "digest" in runs[name][large]]
     same = all(len({runs[name][n]["digest"] for name in digested}) == 1 for n in (small, large))
     print(f"\nkept documents identical across {', '.join(digested)}: {'yes' if same else 'NO'}")
-    if not args.no_peer:
-        quality = extraction_scores()
-        lq, tq = quality["llmforge"], quality["trafilatura"]
-        print(f"{'extraction F1':<34}{lq['f1']:>12.3f} (llmforge){tq['f1']:>12.3f} (datatrove's trafilatura)")
-        print(f"{'extraction accuracy':<34}{lq['accuracy']:>12.3f} (llmforge){tq['accuracy']:>12.3f} (datatrove's trafilatura)")
+    if not args.no_extraction and any(name in PEERS for name in systems):
+        quality = extraction_scores(tuple(systems))
+        for metric in ("f1", "accuracy"):
+            print(f"{'extraction ' + ('F1' if metric == 'f1' else metric):<34}"
+                  + "".join(f"{quality[name][metric]:>{width}.3f}" if name in quality else f"{'':>{width}}" for name in systems))
         runs["extraction"] = quality
     (work / "results.json").write_text(json.dumps(runs, indent=1, default=str))
     if not same:

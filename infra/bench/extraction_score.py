@@ -147,13 +147,22 @@ def get_extractor(name: str) -> Extractor:
         import trafilatura
 
         return lambda html: trafilatura.extract(html, include_comments=False) or ""
+    if name == "curator":
+        # NeMo Curator's WARC extractor as its pipeline runs it (pycld2 language id on the page,
+        # then jusText with that language's stop list); needs .venv-curator.
+        from nemo_curator.stages.text.download.common_crawl.extract import CommonCrawlHTMLExtractor
+        from nemo_curator.stages.text.download.html_extractors.justext import JusTextExtractor
+
+        curator = CommonCrawlHTMLExtractor(algorithm=JusTextExtractor())
+        record = {"url": "", "warc_id": "", "source_id": ""}
+        return lambda html: (curator.extract({**record, "content": html.encode("utf-8")}) or {}).get("text", "")
     raise ValueError(f"unknown extractor {name!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="eval set directory")
-    ap.add_argument("--extractor", choices=("llmforge", "trafilatura"), default="llmforge")
+    ap.add_argument("--extractor", choices=("llmforge", "trafilatura", "curator"), default="llmforge")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--errors", action="store_true", help="list missed/leaked snippets per page")
     args = ap.parse_args(argv)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command per benchmark: sets up llmforge (+ the bench extra), then runs it and prints ratios.
-#   bash infra/bench/run.sh [data] ARGS      llmforge vs datatrove (own venv), the data first half
+#   bash infra/bench/run.sh [data] ARGS      llmforge vs datatrove and NeMo Curator (own venvs), the data first half
 #   bash infra/bench/run.sh minhash ARGS     MinHash signatures vs datasketch, full dedup on Ray
 #   bash infra/bench/run.sh tokenize ARGS    BatchTokenizer vs tokenizers' encode_batch
 #   bash infra/bench/run.sh train ARGS       DeepSpeed ZeRO loop vs plain PyTorch
@@ -15,5 +15,11 @@ case "${1:-}" in data|minhash|tokenize|train|eval|align|rl|stages) which=$1; shi
 EXTRAS=test,bench bash infra/setup.sh >/dev/null
 if [ "$which" = data ]; then
   bash infra/bench/setup_peer.sh
+  # NeMo Curator is an optional peer: a failed install is reported and the bench runs without it.
+  if ! out=$(bash infra/bench/setup_curator.sh 2>&1); then
+    echo "curator: setup failed, running without it: $(printf '%s\n' "$out" | grep -v '^\s*$' | tail -n 3)" >&2
+  else
+    printf '%s\n' "$out" | tail -n 1
+  fi
 fi
 exec .venv/bin/python "infra/bench/bench_$which.py" "$@"
