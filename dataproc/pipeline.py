@@ -170,18 +170,11 @@ def run_data_job(cfg: DataJobConfig, log=print) -> RunResult:
     fs.write_json_atomic(ledger.filesystem, ledger.stats_path(), funnel)
     log(format_funnel(funnel))
     log(f"documents: {fs.join(cfg.output.path, 'documents')}  stats: {ledger.stats_path()}")
-    write_funnel_plot(funnel, cfg.output.path, log)
+    if "://" not in cfg.output.path:  # a picture of the funnel for people; local outputs only
+        plot_funnel(funnel, fs.join(ledger.root, "funnel.png"))
+        log(f"funnel plot: {fs.join(ledger.root, 'funnel.png')}")
     sys.stdout.flush()
     return RunResult(stats=funnel, processed=todo_keys, skipped=done_keys)
-
-
-def write_funnel_plot(funnel: dict[str, Any], output_path: str, log=print) -> None:
-    """`funnel.png` beside `stats.json`, a picture of the funnel for people; local outputs only."""
-    if "://" in output_path:
-        return
-    path = fs.join(output_path, "funnel.png")
-    plot_funnel(funnel, path)
-    log(f"funnel plot: {path}")
 
 
 class _PhaseClock:

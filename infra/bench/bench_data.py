@@ -192,18 +192,11 @@ def run_plain(inputs: Path, out: Path, cores: int, code: Path = REPO) -> dict:
             "digest": documents_digest(out)}
 
 
-def run_peer(inputs: Path, out: Path, cores: int) -> dict:
-    shutil.rmtree(out, ignore_errors=True)
-    wall, peak, log = timed([str(PEER_PY), str(REPO / "infra/bench/peer_datatrove.py"),
-                             "--input", str(inputs), "--output", str(out), "--workers", str(cores)])
-    result = json.loads(log.strip().splitlines()[-1])
-    return {"wall_s": wall, "peak_bytes": peak, "kept": result["kept"]}
-
-
-def run_curator(inputs: Path, out: Path, cores: int) -> dict:
+def run_peer(python: Path, script: str, inputs: Path, out: Path, cores: int) -> dict:
+    """A peer's script (datatrove, Curator) in its own venv; it prints one JSON line of counts last."""
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    wall, peak, log = timed([str(CURATOR_PY), str(REPO / "infra/bench/peer_curator.py"),
+    wall, peak, log = timed([str(python), str(REPO / "infra/bench" / script),
                              "--input", str(inputs), "--output", str(out), "--workers", str(cores)], env=env)
     result = json.loads(log.strip().splitlines()[-1])
     return {"wall_s": wall, "peak_bytes": peak, "kept": result["kept"]}
@@ -266,7 +259,9 @@ def main() -> None:
     if not SHARED.exists():
         raise SystemExit(f"needs {SHARED}")
     work = Path(args.workdir)
-    runners = {"llmforge": run_llmforge, "plain": run_plain, "datatrove": run_peer, "curator": run_curator}
+    runners = {"llmforge": run_llmforge, "plain": run_plain,
+               "datatrove": partial(run_peer, PEER_PY, "peer_datatrove.py"),
+               "curator": partial(run_peer, CURATOR_PY, "peer_curator.py")}
     runners = {name: runners[name] for name in choose_systems(args)}
     before = None
     if args.compare_to:

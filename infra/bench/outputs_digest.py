@@ -63,12 +63,15 @@ def job_digests(out: Path) -> dict[str, str]:
     """One digest per output of a whole data job at `out`: each Parquet directory, the token
     shards (bytes; manifests without their paths and config hash), the tokenizer, the funnel."""
     digests: dict[str, str] = {}
-    for part in ("documents", "dropped", "duplicates", "corpus", "curated"):
+    for part in ("documents", "dropped", "duplicates", "curated"):
         files = list((out / part).glob("**/*.parquet"))
         if files:
-            for sub in sorted({f.relative_to(out / part).parts[0] for f in files} if part == "corpus" else [""]):
-                chosen = [f for f in files if not sub or f.relative_to(out / part).parts[0] == sub]
-                digests[f"{part}/{sub}".rstrip("/")] = table_digest(chosen)
+            digests[part] = table_digest(files)
+    steps: dict[str, list[Path]] = {}  # corpus/<step>/ (exact, near, ...): one digest each
+    for f in (out / "corpus").glob("**/*.parquet"):
+        steps.setdefault(f.relative_to(out / "corpus").parts[0], []).append(f)
+    for step, files in sorted(steps.items()):
+        digests[f"corpus/{step}"] = table_digest(files)
     shards = out / "shards"
     if shards.exists():
         digests["shards (.bin/.idx bytes)"] = bytes_digest(

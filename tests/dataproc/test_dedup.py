@@ -321,6 +321,7 @@ def test_mark_duplicates_broadcast_equals_shuffle_join(ray_dedup, corpus, monkey
     documents with the same representatives; an existing `duplicate_of` wins in both."""
     from dataproc.corpus.dedup import lsh
     from dataproc.corpus.dedup.keys import with_rank_key
+    from dataproc.corpus.dedup.marking import BROADCAST_BYTES, mark_duplicates
 
     docs, _ = corpus
     ds = _dataset(ray_dedup, docs).map_batches(with_rank_key, batch_format="pyarrow")
@@ -330,8 +331,8 @@ def test_mark_duplicates_broadcast_equals_shuffle_join(ray_dedup, corpus, monkey
     comps = lsh.connected_components(lsh.candidate_edges(ds, MinHashOptions(partitions=3)), partitions=3,
                                      include_roots=False).materialize()
     results = []
-    for limit in (lsh.BROADCAST_BYTES, 0):
-        rows = lsh.mark_duplicates(ds, comps, partitions=3, broadcast_bytes=limit).take_all()
+    for limit in (BROADCAST_BYTES, 0):
+        rows = mark_duplicates(ds, comps, partitions=3, broadcast_bytes=limit).take_all()
         results.append(sorted((r["id"], r["duplicate_of"]) for r in rows))
     assert results[0] == results[1]
     assert len(results[0]) == len(docs)

