@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command per benchmark: sets up llmforge (+ the bench extra), then runs it and prints ratios.
 #   bash infra/bench/run.sh [data] ARGS      llmforge vs datatrove and NeMo Curator (own venvs), the data first half
+#   bash infra/bench/run.sh fixed ARGS       the data job's fixed cost (tiny input): embedded Ray, a running Ray, plain loop
 #   bash infra/bench/run.sh minhash ARGS     MinHash signatures vs datasketch, full dedup on Ray
 #   bash infra/bench/run.sh tokenize ARGS    BatchTokenizer vs tokenizers' encode_batch
 #   bash infra/bench/run.sh train ARGS       DeepSpeed ZeRO loop vs plain PyTorch
@@ -11,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 which=data
-case "${1:-}" in data|minhash|tokenize|train|eval|align|rl|stages) which=$1; shift ;; esac
+case "${1:-}" in data|fixed|minhash|tokenize|train|eval|align|rl|stages) which=$1; shift ;; esac
 EXTRAS=test,bench bash infra/setup.sh >/dev/null
 if [ "$which" = data ]; then
   bash infra/bench/setup_peer.sh
@@ -22,4 +23,5 @@ if [ "$which" = data ]; then
     printf '%s\n' "$out" | tail -n 1
   fi
 fi
+[ "$which" = fixed ] && which=fixed_cost
 exec .venv/bin/python "infra/bench/bench_$which.py" "$@"
