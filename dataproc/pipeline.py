@@ -27,7 +27,7 @@ from dataproc.tokenization.job import run_tokenize
 from dataproc.documents.runner import DocumentStages
 from dataproc.outputs.funnel import build_funnel, format_funnel
 from llmforge.common import fs
-from llmforge.common.ray_session import init_ray
+from llmforge.common.ray_session import cluster_cpus, init_ray, start_ray_data_actors, warm_workers
 from llmforge.common.resume import digest, fingerprint
 
 
@@ -144,6 +144,11 @@ def run_data_job(cfg: DataJobConfig, log=print) -> RunResult:
             num_cpus=cfg.execution.num_cpus,
             include_dashboard=cfg.execution.dashboard,
         )
+        if cfg.execution.stage_actors is None:
+            from dataproc.documents.runner import warm_stages
+
+            warm_workers(warm_stages, min(len(todo_keys), cluster_cpus()), cfg.stages.model_dump_json())
+        start_ray_data_actors()
         phases.lap("ray_start")
         ds, sink, write_args = build_dataset(cfg, [keys[k] for k in todo_keys], ledger)
         ds.write_datasink(sink, ray_remote_args=write_args)

@@ -96,6 +96,17 @@ def _stages_for(config_json: str) -> DocumentStages:
     return DocumentStages(StagesConfig.model_validate_json(config_json))
 
 
+def warm_stages(config_json: str) -> None:
+    """A worker imports Ray Data and builds the stages of `config_json` before the job's tasks
+    reach it; `run_stages` there finds them built. Errors are left to those tasks."""
+    try:
+        import ray.data  # noqa: F401 - what the job's read and write run in this process
+
+        _stages_for(config_json)
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def run_stages(batch: pa.Table, config_json: str) -> pa.Table:
     """Task form of `DocumentStages` (fuses with the read): stages built once per worker process."""
     return _stages_for(config_json)(batch)

@@ -5,8 +5,9 @@ there and starts a private local instance on a laptop.
 """
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 
 def init_ray(
@@ -65,9 +66,35 @@ def cluster_cpus() -> int:
 def quiet_ray_data() -> None:
     """Ray Data's per-operator progress lines off the terminal for short passes inside a job
     (they stay in the session's logs/ray-data.log); warnings and errors still show."""
-    import logging
-
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def start_ray_data_actors() -> None:
+    """Ray Data creates its stats actor and autoscaling coordinator on a job's first dataset:
+    two new worker processes (about 2 s of CPU each to start) that the dataset's first steps
+    then wait on. Asked for right after `ray.init`, they start while the driver still plans.
+    Both are detached, so on a running cluster only the first job pays. These are Ray Data's
+    own private functions: if an upgrade moves or changes them, Ray Data creates both as
+    before, at the first dataset."""
+    try:
+        from ray.data._internal.cluster_autoscaler import get_or_create_autoscaling_coordinator
+        from ray.data._internal.stats import get_or_create_stats_actor
+
+        get_or_create_stats_actor()
+        get_or_create_autoscaling_coordinator()
+    except Exception as err:  # noqa: BLE001 - a head start only, never a reason to fail the job
+        logging.getLogger(__name__).debug("Ray Data's actors not started early: %s", err)
+
+
+def warm_workers(fn: Callable[..., Any], count: int, *args: Any) -> None:
+    """`fn(*args)` as `count` one-CPU tasks, not waited for: worker processes start, import and
+    build what the job's tasks need while the driver still plans, and the job's tasks reuse
+    them. `fn` swallows its own errors: the job's tasks raise them in place."""
+    import ray
+
+    task = ray.remote(num_cpus=1)(fn)
+    for _ in range(count):
+        task.remote(*args)
