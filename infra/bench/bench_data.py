@@ -77,11 +77,12 @@ def build_inputs(out_dir: Path, n_docs: int, n_files: int) -> None:
     tmp.rename(out_dir)
 
 
-class PeakMemory:
-    """Samples the PSS sum of a process and all its descendants."""
+class TreeSampler:
+    """Calls `sample` with a process and all its descendants every `interval` seconds, on a
+    thread, from construction until `stop()`."""
 
-    def __init__(self, pid: int, interval: float = 0.2):
-        self.pid, self.interval, self.peak = pid, interval, 0
+    def __init__(self, pid: int, interval: float):
+        self.pid, self.interval = pid, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -93,18 +94,35 @@ class PeakMemory:
                 procs = [root, *root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 break
-            total = 0
-            for p in procs:
-                try:
-                    total += p.memory_full_info().pss
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    pass
-            self.peak = max(self.peak, total)
+            self.sample(procs)
             self._stop.wait(self.interval)
 
-    def stop(self) -> int:
+    def sample(self, procs: list[psutil.Process]) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class PeakMemory(TreeSampler):
+    """The largest PSS sum of a process and all its descendants."""
+
+    def __init__(self, pid: int, interval: float = 0.2):
+        self.peak = 0
+        super().__init__(pid, interval)
+
+    def sample(self, procs: list[psutil.Process]) -> None:
+        total = 0
+        for p in procs:
+            try:
+                total += p.memory_full_info().pss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        self.peak = max(self.peak, total)
+
+    def stop(self) -> int:
+        super().stop()
         return self.peak
 
 

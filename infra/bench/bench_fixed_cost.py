@@ -32,14 +32,14 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_data import REPO, SHARED, build_inputs, code_env, export_revision  # noqa: E402
+import bench_data  # noqa: E402
+from bench_data import REPO, SHARED, TreeSampler, build_inputs, code_env, export_revision  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 from tests.support.ray_head import ray_head  # noqa: E402 - a real `ray start --head`, torn down after
@@ -75,38 +75,27 @@ def busy_seconds() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-class CpuByProcess:
+class CpuByProcess(TreeSampler):
     """CPU seconds of a process and its descendants, per pid, by sampling: a process's last
     sample before it exits counts (up to `interval` of its CPU is missed)."""
 
     def __init__(self, pid: int, interval: float = 0.05):
-        self.pid, self.interval = pid, interval
         self.seen: dict[int, tuple[str, float]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(pid, interval)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def sample(self, procs: list[psutil.Process]) -> None:
+        for p in procs:
             try:
-                root = psutil.Process(self.pid)
-                procs = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                break
-            for p in procs:
-                try:
-                    t = p.cpu_times()
-                    role = role_of(" ".join(p.cmdline()), p.pid == self.pid)
-                    if role == "other" and p.pid in self.seen:  # an exiting process's command line is empty
-                        role = self.seen[p.pid][0]
-                    self.seen[p.pid] = (role, t.user + t.system)
-                except psutil.Error:
-                    pass
-            self._stop.wait(self.interval)
+                t = p.cpu_times()
+                role = role_of(" ".join(p.cmdline()), p.pid == self.pid)
+                if role == "other" and p.pid in self.seen:  # an exiting process's command line is empty
+                    role = self.seen[p.pid][0]
+                self.seen[p.pid] = (role, t.user + t.system)
+            except psutil.Error:
+                pass
 
     def stop(self) -> dict[str, float]:
-        self._stop.set()
-        self._thread.join()
+        super().stop()
         by_role: dict[str, float] = {}
         for role, seconds in self.seen.values():
             by_role[role] = by_role.get(role, 0.0) + seconds
@@ -138,24 +127,9 @@ def run_llmforge(inputs: Path, out: Path, cores: int, code: Path, address: dict 
 
 
 def run_plain(inputs: Path, out: Path, cores: int) -> dict:
-    shutil.rmtree(out, ignore_errors=True)
-    files = sorted(inputs.glob("*.warc.gz"))
-    busy0, start = busy_seconds(), time.perf_counter()
-    procs = []
-    for i in range(cores):
-        part = out / f"in-{i}"
-        part.mkdir(parents=True)
-        for f in files[i::cores]:
-            (part / f.name).symlink_to(f)
-        procs.append(subprocess.Popen(
-            [str(REPO / ".venv/bin/python"), str(REPO / "infra/bench/plain_loop.py"), "--config", str(CONFIG),
-             "--input", str(part), "--output", str(out / f"out-{i}")],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=code_env(REPO)))
-    for p in procs:
-        log, _ = p.communicate()
-        if p.returncode:
-            raise SystemExit(f"plain_loop failed ({p.returncode}):\n{log[-4000:]}")
-    return {"wall_s": time.perf_counter() - start, "busy_cpu_s": busy_seconds() - busy0}
+    busy0 = busy_seconds()
+    r = bench_data.run_plain(inputs, out, cores)
+    return {"wall_s": r["wall_s"], "busy_cpu_s": busy_seconds() - busy0}
 
 
 def main() -> None:
