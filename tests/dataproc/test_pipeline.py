@@ -174,7 +174,9 @@ def test_rerun_skips_finished_inputs_and_reports_the_same(sample, sample_run):
     # where the time went: the first run started Ray and read every input, the rerun neither
     for stats, phases in ((first.stats, ["prepare", "ray_start", "documents"]), (again.stats, ["prepare"])):
         assert [p for p in stats["phase_seconds"] if p != "corpus_and_tokenize"] == phases
-        assert 0 < sum(stats["phase_seconds"].values()) <= stats["wall_seconds_this_run"]
+        # each figure is rounded to the millisecond: the phases' sum may pass the rounded total by that
+        rounding = 0.0005 * (len(stats["phase_seconds"]) + 1)
+        assert 0 < sum(stats["phase_seconds"].values()) <= stats["wall_seconds_this_run"] + rounding
 
 
 def test_actor_pool_mode_writes_the_same_documents(sample, sample_run, tmp_path):
