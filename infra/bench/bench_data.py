@@ -173,13 +173,19 @@ def run_llmforge(inputs: Path, out: Path, cores: int, code: Path = REPO) -> dict
         env=env, cwd=code,
     )
     stats = json.loads((out / "stats.json").read_text())
-    phases = stats.get("phase_seconds", {})  # absent before this was recorded (older revisions)
-    if phases:
-        phases = {"ray start": phases.get("ray_start", 0.0), "documents (Ray Data pass)": phases.get("documents", 0.0),
-                  "rest of the run": stats["wall_seconds_this_run"] - phases.get("ray_start", 0.0) - phases.get("documents", 0.0),
-                  "outside the run (imports, plot, Ray stop, exit)": wall - stats["wall_seconds_this_run"]}
     return {"wall_s": wall, "peak_bytes": peak, "docs": stats["documents_in"], "kept": stats["documents_out"],
-            "digest": documents_digest(out), "phases": phases}
+            "digest": documents_digest(out), "phases": run_phases(stats, wall)}
+
+
+def run_phases(stats: dict, wall: float) -> dict[str, float]:
+    """Where a `llmforge data run` of `wall` seconds went, from its stats.json. Revisions before
+    `phase_seconds` was recorded give only the run and the time outside it."""
+    inside, phases = stats["wall_seconds_this_run"], stats.get("phase_seconds")
+    split = {"in the run": inside}
+    if phases:
+        ray_start, documents = phases.get("ray_start", 0.0), phases.get("documents", 0.0)
+        split = {"Ray start": ray_start, "Ray Data pass": documents, "rest of the run": inside - ray_start - documents}
+    return {**split, "outside the run (imports, plot, Ray stop, exit)": wall - inside}
 
 
 def run_plain(inputs: Path, out: Path, cores: int, code: Path = REPO) -> dict:

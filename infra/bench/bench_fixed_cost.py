@@ -39,7 +39,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_data  # noqa: E402
-from bench_data import REPO, SHARED, TreeSampler, build_inputs, code_env, export_revision  # noqa: E402
+from bench_data import REPO, SHARED, TreeSampler, build_inputs, code_env, export_revision, run_phases  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 from tests.support.ray_head import ray_head  # noqa: E402 - a real `ray start --head`, torn down after
@@ -118,12 +118,7 @@ def run_llmforge(inputs: Path, out: Path, cores: int, code: Path, address: dict 
     if proc.returncode:
         raise SystemExit(f"llmforge data run failed ({proc.returncode}):\n{log[-4000:]}")
     stats = json.loads((out / "stats.json").read_text())
-    phases = stats.get("phase_seconds", {})
-    return {"wall_s": wall, "busy_cpu_s": busy, "cpu_by_role": by_role,
-            "phases": {"Ray start": phases.get("ray_start"), "Ray Data pass": phases.get("documents"),
-                       "rest of the run": stats["wall_seconds_this_run"] - phases.get("ray_start", 0.0)
-                       - phases.get("documents", 0.0),
-                       "outside the run": wall - stats["wall_seconds_this_run"]}}
+    return {"wall_s": wall, "busy_cpu_s": busy, "cpu_by_role": by_role, "phases": run_phases(stats, wall)}
 
 
 def run_plain(inputs: Path, out: Path, cores: int) -> dict:
@@ -157,7 +152,7 @@ def main() -> None:
                     r = run_llmforge(inputs, work / "out", args.cores, code, address)
                     runs.setdefault(name, []).append(r)
                     print(f"{name:<30} round {round_ + 1}: {r['wall_s']:6.2f} s  "
-                          + ", ".join(f"{k} {v:.2f}" for k, v in r["phases"].items() if v is not None), flush=True)
+                          + ", ".join(f"{k} {v:.2f}" for k, v in r["phases"].items()), flush=True)
             r = run_plain(inputs, work / "out-plain", args.cores)
             runs.setdefault("plain", []).append(r)
             print(f"{'plain':<30} round {round_ + 1}: {r['wall_s']:6.2f} s", flush=True)
@@ -169,7 +164,7 @@ def main() -> None:
         line = f"  {name:<30}{wall:7.2f} s wall  {busy:6.1f} CPU s ({busy / wall / args.cores:4.0%} of the cores busy)"
         if "phases" in rs[0]:
             line += "  " + ", ".join(f"{k} {statistics.median(r['phases'][k] for r in rs):.2f}"
-                                      for k in rs[0]["phases"] if rs[0]["phases"][k] is not None)
+                                      for k in rs[0]["phases"])
         print(line)
     for name, rs in runs.items():
         if name.startswith("llmforge-on-ray") or "cpu_by_role" not in rs[0]:

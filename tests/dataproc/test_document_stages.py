@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from dataproc.config import CORPUS_STAGE_ORDER, STAGE_ORDER, StagesConfig, stages_config_model
 from dataproc.documents.contract import Column, DocStage, StageResult
 from dataproc.documents.registry import DOCUMENT_STAGES, StageRegistry, StageSpec
-from dataproc.documents.runner import DocumentStages, run_stages
+from dataproc.documents.runner import DocumentStages, _stages_for, run_stages, warm_stages
 from dataproc.options import StageOptions
 
 # One paragraph per line of text; C4 keeps 3 of these 8 lines (5 sentences), see test_filters.
@@ -101,6 +101,24 @@ def test_c4_through_the_runner_keeps_its_cleaned_lines():
     again = run_stages(batch, StagesConfig.model_validate(ONLY_C4).model_dump_json())
     timing = [c for c in out.column_names if c.startswith("t_")]
     assert again.drop_columns(timing).to_pylist()[0] == out.drop_columns(timing).to_pylist()[0]
+
+
+def test_warm_stages_builds_the_stages_that_run_stages_then_uses():
+    config_json = StagesConfig.model_validate(ONLY_C4).model_dump_json()
+    _stages_for.cache_clear()
+    warm_stages(config_json)
+    assert (_stages_for.cache_info().misses, _stages_for.cache_info().currsize) == (1, 1)
+    out = run_stages(_batch([("kept", "https://a.example/", _page("Kept", C4_LINES))]), config_json)
+    assert (_stages_for.cache_info().hits, _stages_for.cache_info().misses) == (1, 1)  # built once, by the warm-up
+    assert out.column("text").to_pylist() == [C4_KEPT]
+
+
+def test_warm_stages_leaves_a_bad_config_to_the_job_tasks():
+    _stages_for.cache_clear()
+    warm_stages("{not json")  # no exception here: the job's own task raises it in place
+    assert _stages_for.cache_info().currsize == 0
+    with pytest.raises(ValidationError):
+        run_stages(_batch([("kept", "https://a.example/", _page("Kept", C4_LINES))]), "{not json")
 
 
 def test_declared_column_types_hold_when_no_row_reaches_the_stage():
