@@ -89,12 +89,24 @@ def start_ray_data_actors() -> None:
         logging.getLogger(__name__).debug("Ray Data's actors not started early: %s", err)
 
 
-def warm_workers(fn: Callable[..., Any], count: int, *args: Any) -> None:
-    """`fn(*args)` as `count` one-CPU tasks, not waited for: worker processes start, import and
-    build what the job's tasks need while the driver still plans, and the job's tasks reuse
-    them. `fn` swallows its own errors: the job's tasks raise them in place."""
+def warm_workers(fn: Callable[..., Any], count: int, *args: Any) -> list[Any]:
+    """`fn(*args)` as `count` tasks, not waited for: worker processes start, import and build
+    what the job's tasks need while the driver still plans. `fn` swallows its own errors: the
+    job's tasks raise them in place. Pass the returned refs to `await_warm_workers` before the
+    job's first dataset runs, so its tasks find the warmed workers idle.
+
+    The tasks ask for no CPU: one holding a CPU when the dataset starts makes Ray Data warn
+    that the cluster has no CPUs and the job "will hang", which is not so."""
     import ray
 
-    task = ray.remote(num_cpus=1)(fn)
-    for _ in range(count):
-        task.remote(*args)
+    task = ray.remote(num_cpus=0)(fn)
+    return [task.remote(*args) for _ in range(count)]
+
+
+def await_warm_workers(refs: list[Any], timeout: float = 60.0) -> None:
+    """Wait (at most `timeout` seconds) for `warm_workers`' tasks: a dataset started while
+    they still run would start cold workers beside them instead of reusing theirs."""
+    import ray
+
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=timeout)
