@@ -27,7 +27,7 @@ from dataproc.tokenization.job import run_tokenize
 from dataproc.documents.runner import DocumentStages
 from dataproc.outputs.funnel import build_funnel, format_funnel
 from llmforge.common import fs
-from llmforge.common.ray_session import await_warm_workers, cluster_cpus, init_ray, start_ray_data_actors, warm_workers
+from llmforge.common.ray_session import cluster_cpus, init_ray, start_ray_data_actors, warm_workers
 from llmforge.common.resume import digest, fingerprint
 
 
@@ -144,15 +144,13 @@ def run_data_job(cfg: DataJobConfig, log=print) -> RunResult:
             num_cpus=cfg.execution.num_cpus,
             include_dashboard=cfg.execution.dashboard,
         )
-        warm = []
         if cfg.execution.stage_actors is None:
             from dataproc.documents.runner import warm_stages
 
-            warm = warm_workers(warm_stages, min(len(todo_keys), cluster_cpus()), cfg.stages.model_dump_json())
+            warm_workers(warm_stages, min(len(todo_keys), cluster_cpus()), cfg.stages.model_dump_json())
         start_ray_data_actors()
         phases.lap("ray_start")
         ds, sink, write_args = build_dataset(cfg, [keys[k] for k in todo_keys], ledger)
-        await_warm_workers(warm)
         ds.write_datasink(sink, ray_remote_args=write_args)
         phases.lap("documents")
         incomplete = [keys[k] for k in todo_keys if not ledger.try_finalize(k)]

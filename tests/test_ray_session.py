@@ -2,21 +2,24 @@
 what the data job warms them with, is tested beside `run_stages` in tests/dataproc.)"""
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 
-from llmforge.common.ray_session import await_warm_workers, warm_workers
+from llmforge.common.ray_session import warm_workers
+
+NO_CPU_WARNING = "does not have any available CPUs"
 
 
-def _hold(directory: str, seconds: float) -> int:
-    """Announce itself with a file, then stay busy until `release` appears (or `seconds`)."""
+def _hold(directory: str, release: str, seconds: float) -> None:
+    """Announce itself with a file, then hold its CPU until `release` exists (or `seconds`)."""
     import uuid
 
     open(os.path.join(directory, uuid.uuid4().hex), "w").close()
     deadline = time.time() + seconds
-    while not os.path.exists(os.path.join(directory, "..", "release")) and time.time() < deadline:
+    while not os.path.exists(release) and time.time() < deadline:
         time.sleep(0.05)
-    return os.getpid()
 
 
 def _wait_for_files(directory, n: int, timeout: float = 60.0) -> None:
@@ -26,26 +29,42 @@ def _wait_for_files(directory, n: int, timeout: float = 60.0) -> None:
     assert len(list(directory.iterdir())) == n
 
 
-def test_warm_workers_run_count_times_in_separate_processes_holding_no_cpu(ray_local, tmp_path):
-    started = tmp_path / "started"
+def _dataset_logs_while_cpus_held(ray, tmp_path, caplog, hold) -> list[str]:
+    """Hold both CPUs with `hold(...)`, as a job's warm-up does, materialise a small dataset as a job's write does (it waits
+    for the CPUs, released after a second) and return Ray Data's warnings. Ray Data warns
+    once per process, so its once-only key is reset first, as in a fresh job's driver."""
+    from ray.util.debug import reset_log_once
+
+    reset_log_once()
+    started, release = tmp_path / "started", tmp_path / "release"
     started.mkdir()
-    refs = warm_workers(_hold, 2, str(started), 60.0)  # returns at once, with the tasks' refs
+    hold(_hold, 2, str(started), str(release), 60.0)
     _wait_for_files(started, 2)
-    # Both run, and the CPUs stay free: a dataset started now would not see a full cluster.
-    assert ray_local.available_resources().get("CPU") == ray_local.cluster_resources()["CPU"]
-    (tmp_path / "release").touch()
-    await_warm_workers(refs)
-    assert len(set(ray_local.get(refs, timeout=1))) == 2
+    assert ray.available_resources().get("CPU", 0) == 0  # both CPUs held
+    threading.Timer(1.0, release.touch).start()
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("ray.data").addHandler(caplog.handler)  # Ray Data's logs do not propagate
+        try:
+            rows = ray.data.range(4, override_num_blocks=2).map_batches(lambda b: b).materialize().take_all()
+        finally:
+            logging.getLogger("ray.data").removeHandler(caplog.handler)
+    assert len(rows) == 4
+    return [r.getMessage() for r in caplog.records]
 
 
-def test_await_warm_workers_gives_up_after_its_timeout(ray_local, tmp_path):
-    started = tmp_path / "started"
-    started.mkdir()
-    refs = warm_workers(_hold, 1, str(started), 30.0)
-    _wait_for_files(started, 1)
-    t0 = time.perf_counter()
-    await_warm_workers(refs, timeout=0.5)
-    assert time.perf_counter() - t0 < 5
-    ready, _ = ray_local.wait(refs, timeout=0)
-    assert not ready  # still running: the job goes on without it
-    (tmp_path / "release").touch()
+def _plain_tasks(fn, count, *args) -> None:
+    import ray
+
+    task = ray.remote(num_cpus=1)(fn)
+    for _ in range(count):
+        task.remote(*args)
+
+
+def test_ray_data_warns_of_no_free_cpu_when_other_tasks_hold_them(ray_local, tmp_path, caplog):
+    # The control for the next test: the warning is there to be seen, and this test sees it.
+    assert any(NO_CPU_WARNING in m for m in _dataset_logs_while_cpus_held(ray_local, tmp_path, caplog, _plain_tasks))
+
+
+def test_warm_workers_hold_the_cpus_without_ray_data_warning_the_job_will_hang(ray_local, tmp_path, caplog):
+    logs = _dataset_logs_while_cpus_held(ray_local, tmp_path, caplog, warm_workers)
+    assert not any(NO_CPU_WARNING in m for m in logs), logs
