@@ -40,7 +40,11 @@ def _dataset_logs_while_cpus_held(ray, tmp_path, caplog, hold) -> list[str]:
     started.mkdir()
     hold(_hold, 2, str(started), str(release), 60.0)
     _wait_for_files(started, 2)
-    assert ray.available_resources().get("CPU", 0) == 0  # both CPUs held
+    # Both CPUs held; the cluster's view of it (what Ray Data checks) follows within moments.
+    deadline = time.time() + 30
+    while ray.available_resources().get("CPU", 0) > 0 and time.time() < deadline:
+        time.sleep(0.05)
+    assert ray.available_resources().get("CPU", 0) == 0
     threading.Timer(1.0, release.touch).start()
     with caplog.at_level(logging.WARNING):
         logging.getLogger("ray.data").addHandler(caplog.handler)  # Ray Data's logs do not propagate
