@@ -30,9 +30,10 @@ def _wait_for_files(directory, n: int, timeout: float = 60.0) -> None:
 
 
 def _dataset_logs_while_cpus_held(ray, tmp_path, caplog, hold) -> list[str]:
-    """Hold both CPUs with `hold(...)`, as a job's warm-up does, materialise a small dataset as a job's write does (it waits
-    for the CPUs, released after a second) and return Ray Data's warnings. Ray Data warns
-    once per process, so its once-only key is reset first, as in a fresh job's driver."""
+    """Hold both CPUs with `hold(...)`, as a job's warm-up does, materialise a small dataset as
+    a job's write does (it waits for the CPUs, released after a second) and return Ray Data's
+    warnings. Ray Data warns once per process, so its once-only keys are reset first, as in a
+    fresh job's driver."""
     from ray.util.debug import reset_log_once
 
     reset_log_once()
