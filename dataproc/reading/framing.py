@@ -12,6 +12,17 @@ import re
 import zlib
 from typing import BinaryIO
 
+# ISA-L's inflate (python-isal) is a drop-in for zlib's decompressobj at about twice the speed
+# (0.19 against 0.37 ms per page on the benchmark's WARCs, ~6% of a worker's time per page).
+# zlib stays the fallback for a platform without an isal wheel.
+try:
+    from isal import isal_zlib as _inflate
+
+    _INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error, _inflate.error)
+except ImportError:  # pragma: no cover - isal is a dependency; this is for platforms without a wheel
+    _inflate = zlib
+    _INFLATE_ERRORS = (zlib.error,)
+
 _GZIP_MAGIC = b"\x1f\x8b\x08"
 _RAW_CHUNK = 64 * 1024
 _OUT_CHUNK = 256 * 1024  # bounds the output of one inflate call: a tiny member can expand 1000x
@@ -134,7 +145,7 @@ class MemberReader:
                 self.member_done = True
                 return False
         self._note_garbage(garbage and count_garbage)
-        self._d = zlib.decompressobj(31)
+        self._d = _inflate.decompressobj(31)
         self.member_offset = self._rbase + self._rpos
         self.fresh = True
         return True
@@ -170,7 +181,7 @@ class MemberReader:
             view = memoryview(self._rbuf)[self._rpos:self._rpos + _RAW_CHUNK]
             try:
                 out = d.decompress(view, _OUT_CHUNK)
-            except zlib.error:
+            except _INFLATE_ERRORS:
                 self.member_done = True
                 raise CorruptMember() from None
             # At the end of a member zlib reports the leftover input in both attributes.
