@@ -337,3 +337,49 @@ def test_mark_duplicates_broadcast_equals_shuffle_join(ray_dedup, corpus, monkey
     assert results[0] == results[1]
     assert len(results[0]) == len(docs)
     assert sum(d is not None and d != "x" for _, d in results[0]) > 50
+
+
+def test_candidate_edges_join_the_same_documents_as_the_band_buckets(ray_dedup, corpus):
+    """The band shuffle names documents by a 16-byte hash and the edges come back as rank keys:
+    the edges' components equal those of grouping the band keys in memory (by rank key), also
+    with one document present twice (same id and date: one node) and one dropped row."""
+    from dataproc.corpus.dedup import lsh
+    from dataproc.corpus.dedup.keys import rank_keys
+
+    docs, _ = corpus
+    rows = [dict(d, drop_reason=None) for d in docs] + [dict(docs[1], drop_reason=None)]
+    rows[0] = dict(rows[0], drop_reason="language:low_score")
+    opts = MinHashOptions(partitions=3)
+    ds = _dataset(ray_dedup, rows, blocks=3).materialize()
+    band_table = lsh.band_rows(pa.Table.from_pylist(rows[:50]), opts)
+    assert band_table.schema.field(lsh.DOC).type == pa.binary(16)
+    assert band_table.num_rows == 49 * opts.bands  # the dropped row has none
+
+    live = [r for r in rows if r["drop_reason"] is None]
+    keys = rank_keys(pa.array([r["id"] for r in live]), pa.array([r["date"] for r in live])).to_pylist()
+    bands = band_keys(minhash_signatures([r["text"] for r in live], opts), opts.bands, opts.rows)
+    first_in_bucket: dict[tuple[int, int], str] = {}
+    pairs = [(k, first_in_bucket.setdefault((b, int(key)), k)) for k, row in zip(keys, bands) for b, key in enumerate(row)]
+    expected = _union_components(pairs)
+
+    edges = lsh.candidate_edges(ds, opts).take_all()
+    got = _union_components([(e["doc_a"], e["doc_b"]) for e in edges])
+    assert got == expected and len(expected) > 100
+
+
+def _union_components(pairs) -> set[frozenset]:
+    """Components with more than one node of the graph with these edges (union-find)."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        parent[find(a)] = find(b)
+    groups: dict[str, set] = {}
+    for x in list(parent):
+        groups.setdefault(find(x), set()).add(x)
+    return {frozenset(g) for g in groups.values() if len(g) > 1}

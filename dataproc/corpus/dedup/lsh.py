@@ -1,15 +1,21 @@
 """Near-duplicate clustering on Ray Data, scaling past one node (every step is a hash shuffle,
 nothing but one change count per step comes to the driver).
 
-    docs --map--> (band, band key, rank_key) rows, `bands` per document
-         --shuffle by (band, key)--> star edges: each bucket member -> the bucket's smallest key
+    docs --map--> (band, band key, doc hash) rows, `bands` per document
+         --shuffle by (band, key)--> star edges: each bucket member -> one member of the bucket
+         --name the edges' documents (a broadcast of their hashes to a map over the docs)-->
+           edges between rank keys
          [--optional: drop edges whose signature-estimated Jaccard < threshold]
          --connected components (large-star / small-star)--> (doc, component_root)
          --join with docs (broadcast of the components, or a shuffle when they are
            large)--> `duplicate_of` = id of the component root
 
-Node keys are `rank_key`s (date + id, see `keys`), so "the smallest node of a component" is
-the document to keep: earliest date, then smallest id. As in FineWeb, any shared band makes a
+The band shuffle is the only step whose size is `bands` rows per document, so its rows name a
+document by a 16-byte hash of its rank key (xxh3-128) instead of the rank key itself (30-70
+bytes): the shuffle holds half the bytes. Only documents that share a bucket come back to
+their rank keys, before the components. Graph nodes are `rank_key`s (date + id, see `keys`),
+so "the smallest node of a component" is the document to keep: earliest date, then smallest
+id. As in FineWeb, any shared band makes a
 duplicate pair and duplicates are transitive (the whole component keeps one document).
 """
 from __future__ import annotations
@@ -20,6 +26,7 @@ from functools import partial
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import xxhash
 
 from dataproc.corpus.dedup._shuffle import DOC_BATCH, co_partition_apply, default_partitions, partition_apply, segment_starts
 from dataproc.corpus.dedup.keys import DUPLICATE_OF, RANK_KEY, alive_mask, with_rank_key
@@ -47,23 +54,36 @@ def _live_rows(batch: pa.Table, drop_column: str | None) -> pa.Table:
     return batch.filter(alive)
 
 
+DOC_HASH = pa.binary(16)
+_HASH = "doc_hash"
+
+
+def doc_hashes(rank_keys) -> pa.Array:
+    """xxh3-128 of each rank key (16 bytes): a document's name in the band shuffle. Two
+    documents collide with probability ~2**-128 per pair; one rank key always hashes alike."""
+    keys = _arr(rank_keys).to_pylist()
+    return pa.array([xxhash.xxh3_128_digest(k.encode("utf-8", "surrogatepass")) for k in keys], type=DOC_HASH)
+
+
 def band_rows(batch: pa.Table, options: MinHashOptions, text_column: str = "text",
               drop_column: str | None = "drop_reason") -> pa.Table:
-    """Batch UDF: one row per (live document, band): `band` int32, `key` uint64, `doc` rank key."""
+    """Batch UDF: one row per (live document, band): `band` int32, `key` uint64, `doc` the
+    document's hash (`doc_hashes`)."""
     live = _live_rows(batch, drop_column)
     keys = band_keys(minhash_signatures(live.column(text_column), options), options.bands, options.rows)
     n, b = keys.shape
     return pa.table({
         "band": pa.array(np.tile(np.arange(b, dtype=np.int32), n)),
         "key": pa.array(keys.ravel()),
-        DOC: live.column(RANK_KEY).take(pa.array(np.repeat(np.arange(n), b))),
+        DOC: doc_hashes(live.column(RANK_KEY)).take(pa.array(np.repeat(np.arange(n), b))),
     })
 
 
 def bucket_edges(part: pa.Table) -> pa.Table:
     """Partition UDF over band rows: for every bucket (equal band and key) with more than one
-    document, an edge from each member to the bucket's smallest rank key (a star: n-1 edges
-    per bucket of n, not n(n-1)/2)."""
+    document, an edge from each member to the bucket's first member in `doc` order (a star:
+    n-1 edges per bucket of n, not n(n-1)/2; which member is the centre does not change the
+    components)."""
     t = part.sort_by([("band", "ascending"), ("key", "ascending"), (DOC, "ascending")])
     first = segment_starts(t, ["band", "key"])
     head = np.flatnonzero(first)[np.cumsum(first) - 1]
@@ -75,17 +95,78 @@ def bucket_edges(part: pa.Table) -> pa.Table:
 def candidate_edges(ds, options: MinHashOptions | None = None, *, text_column: str = "text",
                     drop_column: str | None = "drop_reason"):
     """Ray Dataset of documents (`id`, `date` or `rank_key`, `text_column`) -> Ray Dataset of
-    candidate duplicate edges (`doc_a`, `doc_b`: rank keys, doc_a > doc_b). The same pair may
-    appear once per shared band. With `options.jaccard_threshold`, pairs whose estimated
-    Jaccard is below it are dropped (and the dataset is read a second time for signatures)."""
+    candidate duplicate edges (`doc_a`, `doc_b`: rank keys). The same pair may appear once per
+    shared band. The documents are read twice (band rows, then naming the edges' documents);
+    with `options.jaccard_threshold`, pairs whose estimated Jaccard is below it are dropped
+    (and the documents are read once more, for signatures)."""
     options = options or MinHashOptions()
     parts = options.partitions or default_partitions()
     rows = ds.map_batches(band_rows, batch_format="pyarrow", batch_size=DOC_BATCH,
                           fn_kwargs={"options": options, "text_column": text_column, "drop_column": drop_column})
-    edges = partition_apply(rows, ["band", "key"], bucket_edges, parts)
+    edges = name_edge_documents(partition_apply(rows, ["band", "key"], bucket_edges, parts), ds, drop_column)
     if options.jaccard_threshold is not None:
         edges = verify_edges(edges, ds, options, text_column=text_column, drop_column=drop_column)
     return edges
+
+
+# ---------------------------------------------------------------------------------------------
+# Hashes back to rank keys, for the documents that share a bucket (a fraction of the corpus).
+
+
+def _distinct_hashes(*blocks: pa.Table) -> pa.Array:
+    """Remote task: every hash at either end of an edge, once."""
+    ends = [pa.concat_arrays([b.column(DOC_A).combine_chunks(), b.column(DOC_B).combine_chunks()])
+            for b in blocks if b.num_rows]
+    return pc.unique(pa.concat_arrays(ends)) if ends else pa.array([], DOC_HASH)
+
+
+def _named_rows(batch: pa.Table, hashes, drop_column: str | None) -> pa.Table:
+    """Batch UDF: (`doc_hash`, `doc` rank key) of the live documents whose hash is in `hashes`."""
+    import ray
+
+    if isinstance(hashes, ray.ObjectRef):
+        hashes = ray.get(hashes)
+    live = _live_rows(batch, drop_column)
+    h = doc_hashes(live.column(RANK_KEY))
+    found = pc.is_in(h, value_set=hashes)
+    return pa.table({_HASH: h.filter(found), DOC: _arr(live.column(RANK_KEY)).filter(found)})
+
+
+def _names_table(*blocks: pa.Table) -> pa.Table:
+    """Remote task: the named rows as one table (a lookup for `_rename`)."""
+    tables = [pa.table({_HASH: b.column(_HASH), DOC: _arr(b.column(DOC))}) for b in blocks if b.num_rows]
+    if not tables:
+        return pa.table({_HASH: pa.array([], DOC_HASH), DOC: pa.array([], pa.large_string())})
+    return pa.concat_tables(tables).combine_chunks()
+
+
+def _rename(batch: pa.Table, names) -> pa.Table:
+    """Batch UDF: edges between hashes -> the same edges between rank keys."""
+    import ray
+
+    if isinstance(names, ray.ObjectRef):
+        names = ray.get(names)
+    keys = names.column(DOC)
+    a = pc.index_in(batch.column(DOC_A), value_set=names.column(_HASH))
+    b = pc.index_in(batch.column(DOC_B), value_set=names.column(_HASH))
+    if a.null_count or b.null_count:  # every end is a live document that the map has seen
+        raise RuntimeError(f"{a.null_count + b.null_count} edge ends have no document: was the input changed mid-run?")
+    return pa.table({DOC_A: _arr(keys.take(a)), DOC_B: _arr(keys.take(b))})
+
+
+def name_edge_documents(edges, ds, drop_column: str | None = "drop_reason"):
+    """Edges between document hashes -> edges between rank keys. The edges are materialised
+    (they scale with the near-duplicate documents, not the corpus); their distinct hashes go
+    to every map task over `ds` by broadcast, which returns the (hash, rank key) of those
+    documents only, and that table renames both ends of every edge."""
+    import ray
+
+    edges = edges.materialize()
+    hashes = ray.remote(_distinct_hashes).remote(*edges.to_arrow_refs())
+    named = ds.map_batches(_named_rows, batch_format="pyarrow", batch_size=DOC_BATCH,
+                           fn_kwargs={"hashes": hashes, "drop_column": drop_column}).materialize()
+    names = ray.remote(_names_table).remote(*named.to_arrow_refs())
+    return edges.map_batches(_rename, batch_format="pyarrow", fn_kwargs={"names": names})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,8 +348,8 @@ def minhash_duplicates(ds, options: MinHashOptions | None = None, *, text_column
                        drop_column: str | None = "drop_reason", stats: dict | None = None):
     """The whole near-dedup plan: docs -> the same rows plus `rank_key` and `duplicate_of`.
 
-    `ds` is consumed twice (band rows, then the marking join): materialise it or read it from
-    storage, or it is recomputed. Connected components execute eagerly (one Ray Data execution
+    `ds` is consumed three times (band rows, naming the candidate documents, then the marking
+    join): materialise it or read it from storage, or it is recomputed. Connected components execute eagerly (one Ray Data execution
     per step, to count changes); the returned dataset is lazy over `ds`.
 
     Rows with `duplicate_of` already set (exact dedup ran first) or `drop_reason` set take no
