@@ -16,6 +16,10 @@ round counts, so that other load on a shared machine hurts as little as possible
   pipeline    `DocumentStages` (URL filter ... PII, default config) on the pages' HTML as one
               batch: ms per document each stage looked at (the runner's t_<stage> columns,
               wall time).
+  reading     the pages 8 times over as one gzip-per-record WARC (as Common Crawl's), read by
+              `iter_html_responses` (records, HTTP headers, charset decoding to str) inflating
+              with ISA-L (the reader's default) and with zlib, and by warcio's ArchiveIterator
+              (records and payload bytes only, no decoding): ms per page.
 
     .venv/bin/python infra/bench/bench_stages.py [--rounds 5] [--json]
 """
@@ -136,6 +140,50 @@ def bench_pipeline(htmls: list[str], rounds: int) -> dict[str, float]:
     return best
 
 
+def bench_reading(htmls: list[str], rounds: int) -> dict[str, float]:
+    import collections
+    import tempfile
+    import zlib
+
+    from warcio.archiveiterator import ArchiveIterator
+
+    from dataproc.reading import framing
+    from dataproc.reading.records import WarcReadOptions, iter_html_responses
+    from dataproc.synthetic.real_pages import write_warc_from_html_pages
+
+    isal = framing._inflate, framing._INFLATE_ERRORS
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "pages.warc.gz"
+        pages = [(f"https://bench-{i}.example.org/{k}", h.encode()) for i in range(8) for k, h in enumerate(htmls)]
+        write_warc_from_html_pages(path, pages)
+
+        def ours(inflate) -> float:
+            framing._inflate, framing._INFLATE_ERRORS = inflate
+            try:
+                start = time.process_time()
+                with open(path, "rb") as f:
+                    n = sum(1 for _ in iter_html_responses(f, "bench", WarcReadOptions(), collections.Counter()))
+                assert n == len(pages), n
+                return time.process_time() - start
+            finally:
+                framing._inflate, framing._INFLATE_ERRORS = isal
+
+        def warcio() -> float:
+            start = time.process_time()
+            with open(path, "rb") as f:
+                n = sum(len(r.content_stream().read()) > 0 for r in ArchiveIterator(f) if r.rec_type == "response")
+            assert n == len(pages), n
+            return time.process_time() - start
+
+        runs = {"llmforge (ISA-L)": lambda: ours(isal), "llmforge (zlib)": lambda: ours((zlib, (zlib.error,))),
+                "warcio": warcio}
+        best = {name: fn() for name, fn in runs.items()}
+        for _ in range(rounds - 1):
+            for name, fn in runs.items():
+                best[name] = min(best[name], fn())
+    return {name: 1000 * sec / len(pages) for name, sec in best.items()}
+
+
 def _dropped_at_or_after(reason: str, name: str, stages) -> bool:
     order = [s for s, _ in stages.stages]
     return order.index(reason.split(":", 1)[0]) >= order.index(name)
@@ -164,6 +212,7 @@ def main() -> None:
         "extraction": bench_extraction(htmls, args.rounds, args.resiliparse_python, args.data),
         "filters_ms_per_doc": bench_filters(texts, args.rounds),
         "pipeline_ms_per_doc": bench_pipeline(htmls, args.rounds),
+        "reading_ms_per_page": bench_reading(htmls, args.rounds),
     }
     if args.json:
         print(json.dumps(result))
@@ -181,6 +230,10 @@ def main() -> None:
     print("pipeline, one batch of the pages' HTML (ms per doc the stage looked at):")
     for name, ms in result["pipeline_ms_per_doc"].items():
         print(f"  {name:<20} {ms:7.3f}")
+    reading = result["reading_ms_per_page"]
+    print(f"reading a gzip-per-record WARC of the pages x8, 1 thread (ms/page, best of {args.rounds} interleaved rounds):")
+    for name, ms in reading.items():
+        print(f"  {name:<20} {ms:7.3f}  ({ms / reading['llmforge (ISA-L)']:.2f}x llmforge (ISA-L)'s time)")
 
 
 if __name__ == "__main__":
