@@ -14,6 +14,7 @@ cd "$(dirname "$0")/../.."
 which=data
 case "${1:-}" in data|fixed|minhash|tokenize|train|eval|align|rl|stages) which=$1; shift ;; esac
 EXTRAS=test,bench bash infra/setup.sh >/dev/null
+[ "$which" = stages ] && bash infra/bench/setup_peer.sh  # resiliparse, the extraction peer
 if [ "$which" = data ]; then
   bash infra/bench/setup_peer.sh
   # NeMo Curator is an optional peer: a failed install is reported and the bench runs without it.
