@@ -15,8 +15,8 @@ document by a 16-byte hash of its rank key (xxh3-128) instead of the rank key it
 bytes): the shuffle holds half the bytes. Only documents that share a bucket come back to
 their rank keys, before the components. Graph nodes are `rank_key`s (date + id, see `keys`),
 so "the smallest node of a component" is the document to keep: earliest date, then smallest
-id. As in FineWeb, any shared band makes a
-duplicate pair and duplicates are transitive (the whole component keeps one document).
+id. As in FineWeb, any shared band makes a duplicate pair and duplicates are transitive (the
+whole component keeps one document).
 """
 from __future__ import annotations
 
@@ -143,11 +143,11 @@ def _named_rows(batch: pa.Table, hashes, drop_column: str | None) -> pa.Table:
 
     if isinstance(hashes, ray.ObjectRef):
         hashes = ray.get(hashes)
-    live = _live_rows(batch, drop_column)
-    h = doc_hashes(live.column(RANK_KEY))
+    keys = _arr(_live_rows(batch, drop_column).column(RANK_KEY))
+    h = doc_hashes(keys)
     _, found = _positions(hashes, _hash_bytes(h))
     keep = pa.array(found)
-    return pa.table({_HASH: h.filter(keep), DOC: _arr(live.column(RANK_KEY)).filter(keep)})
+    return pa.table({_HASH: h.filter(keep), DOC: keys.filter(keep)})
 
 
 def _names_table(*blocks: pa.Table) -> tuple[np.ndarray, pa.Array]:
@@ -194,8 +194,8 @@ def name_edge_documents(edges, ds, drop_column: str | None = "drop_reason"):
 
 # ---------------------------------------------------------------------------------------------
 # Optional verification: estimated Jaccard of each candidate pair from the full signatures.
-# Star edges pair a member with its bucket's smallest document, so a member similar to another
-# member but below the threshold against the smallest one loses that edge (it may still join
+# Star edges pair a member with its bucket's first member in hash order, so a member similar
+# to another member but below the threshold against that one loses the edge (it may still join
 # through another band). Off by default, as in FineWeb.
 
 
@@ -372,8 +372,9 @@ def minhash_duplicates(ds, options: MinHashOptions | None = None, *, text_column
     """The whole near-dedup plan: docs -> the same rows plus `rank_key` and `duplicate_of`.
 
     `ds` is consumed three times (band rows, naming the candidate documents, then the marking
-    join): materialise it or read it from storage, or it is recomputed. Connected components execute eagerly (one Ray Data execution
-    per step, to count changes); the returned dataset is lazy over `ds`.
+    join): materialise it or read it from storage, or it is recomputed. Connected components
+    execute eagerly (one Ray Data execution per step, to count changes); the returned dataset
+    is lazy over `ds`.
 
     Rows with `duplicate_of` already set (exact dedup ran first) or `drop_reason` set take no
     part and keep their value. An exact duplicate points at its exact group's keeper, which
