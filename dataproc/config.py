@@ -82,7 +82,8 @@ class ExecutionConfig(StrictModel):
 class ExactDedupOptions(StageOptions):
     """Exact dedup on normalised text (case, punctuation, whitespace); keeps the earliest copy."""
 
-    partitions: PositiveInt | None = Field(default=None, description="shuffle partitions (default 2x CPUs)")
+    partitions: PositiveInt | None = Field(default=None, description="shuffle partitions, at least (default 2x CPUs; "
+                                                 "more when the documents need them, 1M rows each at most)")
 
 
 class _Stages(StrictModel):

@@ -14,6 +14,7 @@ the per-document stages, reading `documents/` and writing, each step to its own 
     <output>/corpus/scored/     with quality.keep_top_fraction only: every survivor scored and
                                 tagged, to take the corpus-wide quantile over (dataproc.corpus.quantile)
     <output>/curated/           kept documents + quality_score, domain, domain_score
+    <output>/corpus/_shuffle/   the dedup shuffles' files while a step runs (`spilled_shuffle`)
 
 Each directory is a `llmforge.common.resume.Step`: it counts only once its `_SUCCESS` file
 (stats + fingerprint of its options and input, chained from the step before) is written,
@@ -37,6 +38,7 @@ from llmforge.common.ray_session import cluster_cpus
 from llmforge.common.resume import Step, fingerprint
 
 SUCCESS = "_SUCCESS"
+SHUFFLE_DIR = "_shuffle"
 DUP_COLUMNS = ("id", "url", "duplicate_of", "dedup_stage")
 
 
@@ -105,20 +107,27 @@ def run_corpus_stages(cfg: DataJobConfig, documents_uri: str, input_fingerprint:
     current, fp = documents_uri, input_fingerprint
     n_in = _count(current, lambda t: pc.is_valid(t.column("id")), ["id"])
 
-    # (funnel stage, audit name, drop reason, directory, options, plan over the previous output)
+    # The dedup shuffles' scratch files (deleted by each shuffle; a killed job's leftovers here).
+    work_dir = fs.join(root, "corpus", SHUFFLE_DIR)
+    filesystem, work_path = fs.resolve(work_dir)
+    fs.delete_dir(filesystem, work_path)
+    # (funnel stage, audit name, drop reason, directory, options, plan over (previous output,
+    # its number of documents))
     plans = []
     if st.exact_dedup.enabled:
         plans.append(("exact_dedup", "exact", "duplicate", "corpus/exact", st.exact_dedup,
-                      lambda src: exact_duplicates(read_documents(src), partitions=st.exact_dedup.partitions)))
+                      lambda src, n: exact_duplicates(read_documents(src), partitions=st.exact_dedup.partitions,
+                                                      docs=n, work_dir=work_dir)))
     if st.minhash_dedup.enabled:
         # Exact copies are gone before MinHash: fewer documents to hash and shuffle.
         plans.append(("minhash_dedup", "minhash", "near_duplicate", "corpus/near", st.minhash_dedup,
-                      lambda src: minhash_duplicates(_unique(read_documents(src)), st.minhash_dedup)))
+                      lambda src, n: minhash_duplicates(_unique(read_documents(src)), st.minhash_dedup,
+                                                        docs=n, work_dir=work_dir)))
     dedup_steps: list[tuple[Step, str]] = []
     for stage, name, reason, subdir, options, plan in plans:
         fp = _chain(fp, name, options.model_dump())
-        step, source = _step(root, subdir, fp), current
-        info = _run_step(step, lambda: plan(source),
+        step, source, n_source = _step(root, subdir, fp), current, n_in
+        info = _run_step(step, lambda: plan(source, n_source),
                          lambda: {"duplicates": _count(step.uri, _is_dup, ["duplicate_of"])}, log)
         funnel.append(_dedup_entry(stage, reason, n_in, info))
         n_in -= info["duplicates"]

@@ -267,8 +267,10 @@ def _read_marks(path: Path) -> dict:
     return dict(zip(t.column("id").to_pylist(), t.column("duplicate_of").to_pylist()))
 
 
-def _dedup_steps(src: Path, root: Path, parts: int, stats: dict) -> tuple[float, float]:
-    """The runner's two dedup steps, Parquet to Parquet; returns their wall times."""
+def _dedup_steps(src: Path, root: Path, parts: int, stats: dict, docs: int) -> tuple[float, float]:
+    """The runner's two dedup steps, Parquet to Parquet, with the shuffles' files under
+    `root` and the number of documents given as the runner gives it (`docs`, an upper bound
+    for the MinHash step); returns their wall times."""
     from dataproc.corpus.dedup.exact import exact_duplicates
     from dataproc.corpus.dedup.lsh import minhash_duplicates
     from dataproc.corpus.dedup.minhash import MinHashOptions
@@ -276,11 +278,33 @@ def _dedup_steps(src: Path, root: Path, parts: int, stats: dict) -> tuple[float,
     from dataproc.outputs.parquet import read_documents
 
     t0 = time.perf_counter()
-    exact_duplicates(read_documents(str(src)), partitions=parts).write_parquet(str(root / "exact"))
+    work = str(root / "shuffle")
+    exact_duplicates(read_documents(str(src)), partitions=parts, docs=docs, work_dir=work).write_parquet(str(root / "exact"))
     t1 = time.perf_counter()
-    near = minhash_duplicates(_unique(read_documents(str(root / "exact"))), MinHashOptions(partitions=parts), stats=stats)
+    near = minhash_duplicates(_unique(read_documents(str(root / "exact"))), MinHashOptions(partitions=parts), stats=stats,
+                              docs=docs, work_dir=work)
     near.write_parquet(str(root / "near"))
     return t1 - t0, time.perf_counter() - t1
+
+
+def _measure(src: Path, root: Path, n: int, cores: int, shuffle: str, store: int | None) -> tuple:
+    """Both dedup steps on a fresh local Ray in this (fresh) process: (exact s, MinHash s,
+    process tree before, peak, peak in shared memory, CC rounds)."""
+    import ray
+
+    ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False,
+             object_store_memory=store)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.shuffle_strategy = shuffle
+    stats: dict = {}
+    try:
+        base = PeakPss()._sample()[0]
+        with PeakPss() as mem:
+            te, tm = _dedup_steps(src, root, 2 * cores, stats, n)
+    finally:
+        ray.shutdown()
+    return te, tm, base, mem.peak, mem.peak_shm, stats["cc_rounds"]
 
 
 def bench_ray(sizes: list[int], cores: int, shuffle: str, block_docs: int, object_store_gib: float | None = None) -> None:
@@ -289,36 +313,27 @@ def bench_ray(sizes: list[int], cores: int, shuffle: str, block_docs: int, objec
     import tempfile
     from concurrent.futures import ProcessPoolExecutor
 
-    import ray
-
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     store = int(object_store_gib * 2**30) if object_store_gib else None
+    spawn = multiprocessing.get_context("spawn")
     rows = []
     for n in sizes:
         root = Path(tempfile.mkdtemp(prefix="bench_dedup_"))
         try:
-            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            # The input is written, and each size measured, in a process of its own: the driver
+            # starts every size with the same memory (in one process it grew by ~0.1 GiB a size).
+            with ProcessPoolExecutor(1, mp_context=spawn) as pool:
                 kinds = pool.submit(_write_input, n, root, block_docs).result()
             src = root / "input"
-            ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False,
-                     object_store_memory=store)
-            ctx = ray.data.DataContext.get_current()
-            ctx.enable_progress_bars = False
-            ctx.shuffle_strategy = shuffle
-            stats: dict = {}
-            try:
-                base = PeakPss()._sample()[0]
-                with PeakPss() as mem:
-                    te, tm = _dedup_steps(src, root, 2 * cores, stats)
-            finally:
-                ray.shutdown()
+            with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                te, tm, base, peak, peak_shm, rounds = pool.submit(_measure, src, root, n, cores, shuffle, store).result()
             exact, near = _read_marks(root / "exact"), _read_marks(root / "near")
             removed = sum(d is not None for d in exact.values()) + sum(d is not None for d in near.values())
             dup = {**exact, **near}  # near holds exact's unique rows only, with their MinHash marks
             found = planted_found([f"d{i:08d}" for i in range(n)], kinds, dup)
         finally:
             shutil.rmtree(root, ignore_errors=True)
-        rows.append((n, te, tm, te + tm, base, mem.peak, mem.peak_shm, stats["cc_rounds"], removed, found))
+        rows.append((n, te, tm, te + tm, base, peak, peak_shm, rounds, removed, found))
     cap = f", object store {object_store_gib:g} GiB" if object_store_gib else ""
     print(f"\n[b] full dedup on local Ray, Parquet in and out, {cores} CPUs, shuffle={shuffle}, {block_docs} docs/file{cap}")
     print(f"{'docs':>8s} {'exact s':>8s} {'minhash+cc s':>13s} {'total s':>8s} {'docs/s':>8s} {'base GiB':>9s} {'peak GiB':>9s} "
@@ -327,9 +342,11 @@ def bench_ray(sizes: list[int], cores: int, shuffle: str, block_docs: int, objec
         print(f"{n:8d} {te:8.1f} {tm:13.1f} {tt:8.1f} {n / tt:8.0f} {base / 2**30:9.2f} {peak / 2**30:9.2f} {shm / 2**30:9.2f} "
               f"{(peak - shm) / 2**30:6.2f} {rounds:9d} {removed:8d} {found['exact']:11.3f} {found['near']:10.3f}")
     if len(rows) > 1:
-        (n0, t0, p0), (n1, t1, p1) = [(r[0], r[3], r[5]) for r in (rows[0], rows[-1])]
+        (n0, t0, b0, p0), (n1, t1, b1, p1) = [(r[0], r[3], r[4], r[5]) for r in (rows[0], rows[-1])]
         print(f"growth {n1 / n0:.1f}x docs: time x{t1 / t0:.2f}, peak memory x{p1 / p0:.2f} "
-              f"(+{(p1 - p0) / (n1 - n0) / 1024:.1f} KiB per extra document)")
+              f"(+{(p1 - p0) / (n1 - n0) / 1024:.1f} KiB per extra document); above base "
+              f"{(p0 - b0) / 2**30:.2f} -> {(p1 - b1) / 2**30:.2f} GiB (+{((p1 - b1) - (p0 - b0)) / (n1 - n0) / 1024:.2f} KiB "
+              f"per extra document)")
 
 
 def main(argv=None) -> None:

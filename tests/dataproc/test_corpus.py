@@ -85,6 +85,20 @@ def test_corpus_stage_seconds_are_in_stats_json(corpus_run):
     assert result.stats["seconds"] == stats["seconds"]
 
 
+def test_dedup_shuffle_files_are_gone_and_a_killed_runs_leftovers_cleared(corpus_run):
+    """The dedup shuffles write their rows under corpus/_shuffle and delete them; files that
+    a killed run left there are removed when the corpus stages run again."""
+    truth, out, result = corpus_run
+    shuffle = out / "corpus" / "_shuffle"
+    assert not shuffle.exists() or not any(p.is_file() for p in shuffle.rglob("*"))
+    leftover = shuffle / "shuffle-killed" / "part.parquet"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"PAR1 from a killed run")
+    again = run_data_job(_config(out.parent / "s.warc.gz", out), log=lambda line: None)
+    assert not leftover.exists()
+    assert again.stats["documents_out"] == result.stats["documents_out"]
+
+
 def _write_warc_without_html(path: Path) -> None:
     """A WARC file whose only records are a warcinfo and a 404 response: no HTML document."""
     from dataproc.synthetic.warc_bytes import RecordWriter, http_response, warc_record

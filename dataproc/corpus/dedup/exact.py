@@ -6,13 +6,15 @@ the kept id. Rows already dropped by an earlier stage (`drop_reason` set) pass t
 untouched.
 
     docs --map--> (hash hi, hash lo, rank_key) of every live document
-         --shuffle by hash--> (doc, component_root) for every copy that is not its group's first
+         --shuffle by hash, through files (`spilled_shuffle`)--> (doc, component_root) for
+           every copy that is not its group's first
          --broadcast to a map over the docs (`marking`)--> docs + `duplicate_of`
 
 Only ~60 bytes per document go through the shuffle, not the documents: shuffled texts sat in
 the object store two or three times over at the shuffle's barrier, so memory grew with the
-corpus. The docs are read twice (keys, then marking): pass a dataset read from storage or
-materialised, or its plan runs twice.
+corpus. The keys go through files, in partitions sized by the number of documents, so not
+even they are held in memory at once. The docs are read twice (keys, then marking): pass a
+dataset read from storage or materialised, or its plan runs twice.
 """
 from __future__ import annotations
 
@@ -20,12 +22,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dataproc.corpus.dedup._shuffle import DOC_BATCH, default_partitions, partition_apply, segment_starts
+from dataproc.corpus.dedup._shuffle import DOC_BATCH, default_partitions, segment_starts
 from dataproc.corpus.dedup.keys import RANK_KEY, alive_mask, with_rank_key
 from dataproc.corpus.dedup.marking import DOC, ROOT, as_large_string, mark_duplicates
+from dataproc.corpus.dedup.spilled_shuffle import partitions_for, spilled_partition_apply
 from dataproc.corpus.dedup.text_norm import text_hashes
 
 _HI, _LO = "__exact_hi", "__exact_lo"
+KEY_SCHEMA = pa.schema([(_HI, pa.uint64()), (_LO, pa.uint64()), (RANK_KEY, pa.large_string())])
 
 
 def exact_keys(batch: pa.Table, text_column: str = "text", drop_column: str | None = "drop_reason") -> pa.Table:
@@ -52,13 +56,19 @@ def exact_decisions(part: pa.Table) -> pa.Table:
 
 
 def exact_duplicates(ds, *, text_column: str = "text", partitions: int | None = None,
-                     drop_column: str | None = "drop_reason"):
+                     drop_column: str | None = "drop_reason", docs: int | None = None,
+                     work_dir: str | None = None):
     """Ray Dataset -> the same rows (same order) plus `rank_key` and `duplicate_of` (null =
     kept, else the kept document's id). Needs `id` and `date` columns (or a `rank_key`) and
-    `text_column`. `ds` is consumed twice (see the module doc)."""
+    `text_column`. `ds` is consumed twice (see the module doc), three times when `docs` (its
+    number of rows, or an upper bound) is not given and has to be counted. The shuffle's
+    files go under `work_dir` (see `spilled_partition_apply`); `partitions` is the least
+    number of partitions (default 2 x the cluster's CPUs)."""
     partitions = partitions or default_partitions()
     ds = ds.map_batches(with_rank_key, batch_format="pyarrow", batch_size=DOC_BATCH)
     keys = ds.map_batches(exact_keys, batch_format="pyarrow", batch_size=DOC_BATCH,
                           fn_kwargs={"text_column": text_column, "drop_column": drop_column})
-    decisions = partition_apply(keys, [_HI, _LO], exact_decisions, partitions)
+    rows = ds.count() if docs is None else docs
+    decisions = spilled_partition_apply(keys, [_HI, _LO], exact_decisions, partitions_for(rows, partitions),
+                                        KEY_SCHEMA, work_dir)
     return mark_duplicates(ds, decisions, partitions=partitions)

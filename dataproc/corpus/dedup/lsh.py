@@ -2,7 +2,8 @@
 nothing but one change count per step comes to the driver).
 
     docs --map--> (band, band key, doc hash) rows, `bands` per document
-         --shuffle by (band, key)--> star edges: each bucket member -> one member of the bucket
+         --shuffle by (band, key), through files (`spilled_shuffle`)--> star edges: each
+           bucket member -> one member of the bucket
          --name the edges' documents (a broadcast of their hashes to a map over the docs)-->
            edges between rank keys
          [--optional: drop edges whose signature-estimated Jaccard < threshold]
@@ -12,7 +13,9 @@ nothing but one change count per step comes to the driver).
 
 The band shuffle is the only step whose size is `bands` rows per document, so its rows name a
 document by a 16-byte hash of its rank key (xxh3-128) instead of the rank key itself (30-70
-bytes): the shuffle holds half the bytes. Only documents that share a bucket come back to
+bytes), and they go through Parquet files in partitions sized by the number of rows, not
+through the object store: no node holds more than one partition's rows per task at any
+corpus size. Only documents that share a bucket come back to
 their rank keys, before the components. Graph nodes are `rank_key`s (date + id, see `keys`),
 so "the smallest node of a component" is the document to keep: earliest date, then smallest
 id. As in FineWeb, any shared band makes a duplicate pair and duplicates are transitive (the
@@ -33,6 +36,7 @@ from dataproc.corpus.dedup.keys import DUPLICATE_OF, RANK_KEY, alive_mask, with_
 from dataproc.corpus.dedup.marking import DOC, ROOT, mark_duplicates
 from dataproc.corpus.dedup.marking import as_large_string as _arr
 from dataproc.corpus.dedup.minhash import MinHashOptions, band_keys, estimated_jaccard, minhash_signatures
+from dataproc.corpus.dedup.spilled_shuffle import partitions_for, spilled_partition_apply
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,7 @@ def _live_rows(batch: pa.Table, drop_column: str | None) -> pa.Table:
 
 DOC_HASH = pa.binary(16)
 _HASH = "doc_hash"
+BAND_ROW_SCHEMA = pa.schema([("band", pa.int32()), ("key", pa.uint64()), (DOC, DOC_HASH)])
 
 
 def doc_hashes(rank_keys) -> pa.Array:
@@ -93,17 +98,23 @@ def bucket_edges(part: pa.Table) -> pa.Table:
 
 
 def candidate_edges(ds, options: MinHashOptions | None = None, *, text_column: str = "text",
-                    drop_column: str | None = "drop_reason"):
+                    drop_column: str | None = "drop_reason", docs: int | None = None,
+                    work_dir: str | None = None):
     """Ray Dataset of documents (`id`, `date` or `rank_key`, `text_column`) -> Ray Dataset of
     candidate duplicate edges (`doc_a`, `doc_b`: rank keys). The same pair may appear once per
-    shared band. The documents are read twice (band rows, then naming the edges' documents);
-    with `options.jaccard_threshold`, pairs whose estimated Jaccard is below it are dropped
-    (and the documents are read once more, for signatures)."""
+    shared band. The documents are read twice (band rows, then naming the edges' documents),
+    once more to count them when `docs` (their number, or an upper bound) is not given; with
+    `options.jaccard_threshold`, pairs whose estimated Jaccard is below it are dropped (and
+    the documents are read once more, for signatures). The band shuffle's files go under
+    `work_dir` (see `spilled_partition_apply`)."""
     options = options or MinHashOptions()
     parts = options.partitions or default_partitions()
     rows = ds.map_batches(band_rows, batch_format="pyarrow", batch_size=DOC_BATCH,
                           fn_kwargs={"options": options, "text_column": text_column, "drop_column": drop_column})
-    edges = name_edge_documents(partition_apply(rows, ["band", "key"], bucket_edges, parts), ds, drop_column)
+    n_rows = (ds.count() if docs is None else docs) * options.bands
+    buckets = spilled_partition_apply(rows, ["band", "key"], bucket_edges, partitions_for(n_rows, parts),
+                                      BAND_ROW_SCHEMA, work_dir)
+    edges = name_edge_documents(buckets, ds, drop_column)
     if options.jaccard_threshold is not None:
         edges = verify_edges(edges, ds, options, text_column=text_column, drop_column=drop_column)
     return edges
@@ -368,11 +379,14 @@ def connected_components(edges, *, partitions: int | None = None, max_rounds: in
 
 
 def minhash_duplicates(ds, options: MinHashOptions | None = None, *, text_column: str = "text",
-                       drop_column: str | None = "drop_reason", stats: dict | None = None):
+                       drop_column: str | None = "drop_reason", stats: dict | None = None,
+                       docs: int | None = None, work_dir: str | None = None):
     """The whole near-dedup plan: docs -> the same rows plus `rank_key` and `duplicate_of`.
 
     `ds` is consumed three times (band rows, naming the candidate documents, then the marking
-    join): materialise it or read it from storage, or it is recomputed. Connected components
+    join; four when `docs`, its number of rows or an upper bound, is not given and has to be
+    counted): materialise it or read it from storage, or it is recomputed. The band
+    shuffle's files go under `work_dir` (see `spilled_partition_apply`). Connected components
     execute eagerly (one Ray Data execution per step, to count changes); the returned dataset
     is lazy over `ds`.
 
@@ -382,7 +396,8 @@ def minhash_duplicates(ds, options: MinHashOptions | None = None, *, text_column
     options = options or MinHashOptions()
     parts = options.partitions or default_partitions()
     ds = ds.map_batches(with_rank_key, batch_format="pyarrow", batch_size=DOC_BATCH)
-    edges = candidate_edges(ds, options, text_column=text_column, drop_column=drop_column)
+    edges = candidate_edges(ds, options, text_column=text_column, drop_column=drop_column, docs=docs,
+                            work_dir=work_dir)
     comps = connected_components(edges, partitions=parts, max_rounds=options.max_cc_rounds,
                                  include_roots=False, stats=stats)
     return mark_duplicates(ds, comps, partitions=parts)

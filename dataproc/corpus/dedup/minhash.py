@@ -57,8 +57,9 @@ class MinHashOptions(StageOptions):
     candidate pairs whose signature-estimated Jaccard is below it. Needs the signatures in the
     candidate rows (more shuffle bytes), so it is off by default.
     `partitions`: hash partitions for the shuffles (LSH buckets, connected components, marking);
-    None = 2 x the cluster's CPUs. Each partition is processed in one task, so keep
-    rows/partitions below a few million.
+    None = 2 x the cluster's CPUs. The band shuffle (`bands` rows per document, through files)
+    takes more when that would put more than `spilled_shuffle.ROWS_PER_PARTITION` rows in one;
+    the others hold candidate edges only, which scale with the near-duplicates.
     """
 
     ngram: PositiveInt = 5
