@@ -12,13 +12,15 @@
 (b) Full dedup (exact + MinHash LSH + connected components + marking) of N generated documents
     on a local Ray with --cores CPUs, run the way the data job's corpus steps run it
     (`dataproc.corpus.runner`): the corpus is first written to Parquet in a temp directory
-    (outside the measured section, and the driver drops its copy), exact dedup reads it and
+    (outside the measured section, in a process of its own), each size is measured in a fresh
+    process (so every size starts from the same memory), exact dedup reads it and
     writes `exact/`, MinHash reads the unique rows of that and writes `near/`; nothing is
     collected on the driver. Reported: wall time, peak memory (largest sum of PSS over the
     process tree: driver, raylet, workers, object store, sampled every 0.2 s; split into the
     object store's shared pages and process heap; `base` is the tree before dedup starts),
     CC rounds, and, read back from the written Parquet afterwards, documents removed and
-    planted duplicates found, plus the growth between the smallest and largest size.
+    planted duplicates found, plus the growth between the smallest and largest size (of the
+    peak, and of the peak above `base`).
     --object-store-gib caps the embedded Ray's object store (it spills to disk beyond that).
 
     .venv/bin/python infra/bench/bench_minhash.py [--sizes 50000 200000] [--cores 2] [--repeats 5] [--skip-signatures]

@@ -12,6 +12,7 @@ import pytest
 from dataproc.corpus.dedup.minhash import MinHashOptions, band_keys, estimated_jaccard, minhash_signatures, word_hashes
 from dataproc.corpus.dedup.text_norm import normalize_texts, text_hashes
 from dataproc.synthetic.ground_truth import jaccard, shingles
+from tests.support.datasets import sliced_dataset
 
 # ---------------------------------------------------------------------------------------------
 # Generated corpus with planted near-duplicates at known Jaccard similarities.
@@ -173,9 +174,7 @@ def ray_dedup(ray_local):
 
 
 def _dataset(ray, rows: list[dict], blocks: int = 2):
-    table = pa.Table.from_pylist(rows)
-    step = -(-len(rows) // blocks)
-    return ray.data.from_arrow([table.slice(i, step) for i in range(0, len(rows), step)])
+    return sliced_dataset(ray, pa.Table.from_pylist(rows), blocks)
 
 
 def test_exact_duplicates_keep_earliest_then_smallest_id(ray_dedup):

@@ -10,6 +10,7 @@ import pytest
 
 from dataproc.corpus.dedup import spilled_shuffle
 from dataproc.corpus.dedup.spilled_shuffle import partitions_for, spilled_partition_apply
+from tests.support.datasets import sliced_dataset
 
 SCHEMA = pa.schema([("a", pa.int64()), ("b", pa.string()), ("v", pa.float64())])
 
@@ -31,11 +32,6 @@ def _per_key(part: pa.Table) -> pa.Table:
                      "call": pa.array(np.full(g.num_rows, call), pa.int64())})
 
 
-def _dataset(ray, table: pa.Table, blocks: int):
-    step = -(-table.num_rows // blocks)
-    return ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
-
-
 def _table(ds) -> pa.Table:
     import ray
 
@@ -44,7 +40,7 @@ def _table(ds) -> pa.Table:
 
 def test_every_key_reaches_one_call_with_all_its_rows(ray_local, tmp_path):
     table = _rows(20_000, keys=3_000)
-    out = spilled_partition_apply(_dataset(ray_local, table, 7), ["a", "b"], _per_key, 5, SCHEMA,
+    out = spilled_partition_apply(sliced_dataset(ray_local, table, 7), ["a", "b"], _per_key, 5, SCHEMA,
                                   str(tmp_path))
     out = _table(out)
     keys = list(zip(out.column("a").to_pylist(), out.column("b").to_pylist()))
@@ -62,7 +58,7 @@ def test_partitions_follow_the_rows_so_a_call_holds_a_bounded_share(ray_local, t
     assert partitions_for(40_000, 4) == 40
     table = _rows(40_000, keys=30_000, seed=1)
     parts = partitions_for(table.num_rows, 4)
-    out = spilled_partition_apply(_dataset(ray_local, table, 9), ["a", "b"], _per_key, parts, SCHEMA,
+    out = spilled_partition_apply(sliced_dataset(ray_local, table, 9), ["a", "b"], _per_key, parts, SCHEMA,
                                   str(tmp_path))
     out = _table(out)
     assert sum(out.column("n").to_pylist()) == table.num_rows
@@ -89,5 +85,5 @@ def test_the_files_are_removed_when_a_partition_fails(ray_local, tmp_path):
         raise ValueError("boom in a partition")
 
     with pytest.raises(Exception, match="boom in a partition"):
-        spilled_partition_apply(_dataset(ray_local, _rows(2_000, 100), 3), ["a"], fails, 3, SCHEMA, str(tmp_path))
+        spilled_partition_apply(sliced_dataset(ray_local, _rows(2_000, 100), 3), ["a"], fails, 3, SCHEMA, str(tmp_path))
     assert list(tmp_path.iterdir()) == []

@@ -1,5 +1,5 @@
-"""Near-duplicate clustering on Ray Data, scaling past one node (every step is a hash shuffle,
-nothing but one change count per step comes to the driver).
+"""Near-duplicate clustering on Ray Data, scaling past one node (every step is a hash shuffle;
+one change count per step and the band shuffle's index of files come to the driver).
 
     docs --map--> (band, band key, doc hash) rows, `bands` per document
          --shuffle by (band, key), through files (`spilled_shuffle`)--> star edges: each
@@ -14,12 +14,11 @@ nothing but one change count per step comes to the driver).
 The band shuffle is the only step whose size is `bands` rows per document, so its rows name a
 document by a 16-byte hash of its rank key (xxh3-128) instead of the rank key itself (30-70
 bytes), and they go through Parquet files in partitions sized by the number of rows, not
-through the object store: no node holds more than one partition's rows per task at any
-corpus size. Only documents that share a bucket come back to
-their rank keys, before the components. Graph nodes are `rank_key`s (date + id, see `keys`),
-so "the smallest node of a component" is the document to keep: earliest date, then smallest
-id. As in FineWeb, any shared band makes a duplicate pair and duplicates are transitive (the
-whole component keeps one document).
+through the object store: a task holds one partition's rows at any corpus size. Only
+documents that share a bucket come back to their rank keys, before the components. Graph
+nodes are `rank_key`s (date + id, see `keys`), so "the smallest node of a component" is the
+document to keep: earliest date, then smallest id. As in FineWeb, any shared band makes a
+duplicate pair and duplicates are transitive (the whole component keeps one document).
 """
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ def _apply_partitions(batch: pa.Table, fn: TableFn, directory: str, schema: pa.S
         for path, group in json.loads(spec):
             with filesystem.open_input_file(path) as f:
                 pieces.append(pq.ParquetFile(f).read_row_group(group))
-        out.append(fn(pa.concat_tables(pieces).cast(schema) if pieces else schema.empty_table()))
+        out.append(fn(pa.concat_tables(pieces).cast(schema)))  # a spec lists only non-empty partitions
     return pa.concat_tables(out)
 
 
