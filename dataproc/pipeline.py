@@ -143,6 +143,7 @@ def run_data_job(cfg: DataJobConfig, log=print) -> RunResult:
             address=cfg.execution.address,
             num_cpus=cfg.execution.num_cpus,
             include_dashboard=cfg.execution.dashboard,
+            preload=_DRIVER_MODULES + (("matplotlib.figure",) if _plots(cfg) else ()),
         )
         if cfg.execution.stage_actors is None:
             from dataproc.documents.runner import warm_stages
@@ -175,11 +176,21 @@ def run_data_job(cfg: DataJobConfig, log=print) -> RunResult:
     fs.write_json_atomic(ledger.filesystem, ledger.stats_path(), funnel)
     log(format_funnel(funnel))
     log(f"documents: {fs.join(cfg.output.path, 'documents')}  stats: {ledger.stats_path()}")
-    if "://" not in cfg.output.path:  # a picture of the funnel for people; local outputs only
+    if _plots(cfg):
         plot_funnel(funnel, fs.join(ledger.root, "funnel.png"))
         log(f"funnel plot: {fs.join(ledger.root, 'funnel.png')}")
     sys.stdout.flush()
     return RunResult(stats=funnel, processed=todo_keys, skipped=done_keys)
+
+
+# What the driver imports after Ray starts (Ray Data's plan and executor, the read and the
+# sink), imported while it starts: `init_ray(preload=...)`.
+_DRIVER_MODULES = ("ray.data", "dataproc.reading.datasource", "dataproc.outputs.sink")
+
+
+def _plots(cfg: DataJobConfig) -> bool:
+    """A picture of the funnel for people; local outputs only."""
+    return "://" not in cfg.output.path
 
 
 class _PhaseClock:

@@ -1,13 +1,67 @@
-"""The head start a job gives Ray before its first dataset: warmed workers. (`warm_stages`,
-what the data job warms them with, is tested beside `run_stages` in tests/dataproc.)"""
+"""How a job starts and stops its Ray: modules imported while Ray starts, the embedded Ray
+stopped at exit, and the head start a job gives Ray before its first dataset: warmed workers.
+(`warm_stages`, what the data job warms them with, is tested beside `run_stages` in
+tests/dataproc.)"""
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
+import psutil
+
 from llmforge.common.ray_session import warm_workers
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A driver of its own (this session's Ray is already up, and init_ray would reuse it): starts an
+# embedded Ray with a module to preload that nothing else imports and one that does not exist,
+# then stops it as its exit does, and reports what it saw.
+EMBEDDED_DRIVER = textwrap.dedent("""
+    import json, sys
+    import ray
+    from llmforge.common import ray_session
+
+    assert "tabnanny" not in sys.modules
+    ray_session.init_ray(num_cpus=1, include_dashboard=False, preload=("tabnanny", "llmforge_no_such_module"))
+    preloaded = "tabnanny" in sys.modules
+    node = ray._private.worker._global_node
+    pids = {kind: [info.process.pid for info in infos] for kind, infos in node.all_processes.items()}
+    ray_session._stop_embedded_ray()
+    print(json.dumps({"preloaded": preloaded, "pids": pids, "still_up": ray.is_initialized()}))
+""")
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_embedded_ray_preloads_modules_and_its_exit_stops_every_process_it_started():
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run([sys.executable, "-c", EMBEDDED_DRIVER], capture_output=True, text=True, env=env,
+                         cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["preloaded"]  # and the module that does not exist did not fail the start
+    assert not seen["still_up"]
+    assert {"raylet", "gcs_server", "monitor"} <= set(seen["pids"])
+    pids = [pid for kind in seen["pids"].values() for pid in kind]
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        alive = [p for p in pids if _running(p)]
+        if not alive:
+            break
+        time.sleep(0.2)
+    assert not alive, {kind: [p for p in ps if p in alive] for kind, ps in seen["pids"].items()}
 
 NO_CPU_WARNING = "does not have any available CPUs"
 
