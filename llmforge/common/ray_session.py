@@ -23,8 +23,10 @@ def init_ray(
     """Idempotent `ray.init`: reuse a running session, join `address`/RAY_ADDRESS, or start one.
 
     `preload`: modules the caller imports next (e.g. `ray.data`), imported on a thread while
-    `ray.init` waits for Ray's processes: the driver sits idle for most of that wait (~4 of
-    the ~5 s an embedded start takes on 2 cores), so the imports come nearly free."""
+    an embedded `ray.init` waits for Ray's processes: the driver sits idle for most of that
+    wait (~4 of the ~5 s it takes on 2 cores), so the imports come nearly free. Joining a
+    running cluster takes about a second, and imports then only compete for the CPUs with
+    the job's first workers (bench_fixed_cost: 0.2-0.3 s slower), so they wait for the caller."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
@@ -33,12 +35,12 @@ def init_ray(
     source = "address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS")
     kwargs: dict[str, Any] = {"runtime_env": runtime_env, "log_to_driver": True}
+    if address:
+        check_reachable(address, source)
+        ray.init(address=address, **kwargs)
+        return
     loading = _import_in_background(preload)
     try:
-        if address:
-            check_reachable(address, source)
-            ray.init(address=address, **kwargs)
-            return
         # "local" never tries to reach a stale cluster recorded in /tmp/ray (it can hang for minutes).
         ray.init(
             address="local",
