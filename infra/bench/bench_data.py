@@ -22,6 +22,11 @@ input, one after the other: a before/after table from one command. Every run's k
 are digested (all columns, rows by id, the input file by name) and the digests compared: the
 outputs of both systems and both revisions must be identical.
 
+With `--rounds N` every system runs N times, interleaved; the table keeps each one's fastest
+run, and a second table gives each pair's ratios within every round (the two runs minutes
+apart at most, so the host's drift, up to 40% over tens of minutes, touches both alike):
+their median and range over the rounds.
+
 Wall time is whole processes, start-up included. From the two sizes each system's wall time
 splits into a fixed cost (start-up and finish: the intercept of wall = fixed + n x per-doc) and
 a per-document cost (the slope): llmforge / plain per-document is the job's overhead at scale.
@@ -39,6 +44,7 @@ import gzip
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -250,6 +256,26 @@ def fixed_and_per_doc(runs: dict[int, dict]) -> tuple[float, float]:
     return runs[a]["wall_s"] - a * per_doc, per_doc
 
 
+def print_paired(pairs: list[tuple[str, str]], walls: list[dict[str, dict[int, float]]], small: int, large: int) -> None:
+    """The ratios within each round (a's and b's runs minutes apart at most), median and range
+    over the rounds. The host's speed drifts by up to 40% over tens of minutes, which moves
+    every system's fastest run (the table above) by as much; runs of one round share it."""
+    print(f"\n{'paired by round (median, min-max)':<40}" + "".join(f"{f'{n} docs':>20}" for n in (small, large))
+          + f"{'per doc':>20}")
+    for a, b in pairs:
+        cols = []
+        for key in (small, large, "per doc"):
+            ratios = []
+            for w in walls:
+                if key == "per doc":
+                    per_doc = {x: (w[x][large] - w[x][small]) / (large - small) for x in (a, b)}
+                    ratios.append(per_doc[b] / per_doc[a])
+                else:
+                    ratios.append(w[b][key] / w[a][key])
+            cols.append(f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
+        print(f"{f'  {a} / {b}':<40}" + "".join(f"{c:>20}" for c in cols))
+
+
 def choose_systems(args: argparse.Namespace) -> tuple[str, ...]:
     """The systems to run: --systems (default all), less the peers --no-peer drops; curator is
     skipped with one line when .venv-curator is absent, datatrove's venv is required."""
@@ -296,13 +322,16 @@ def main() -> None:
                 runners[name + before] = partial(runners[name], code=code)
     systems = list(runners)
     runs: dict[str, dict[int, dict]] = {name: {} for name in systems}
+    walls: list[dict[str, dict[int, float]]] = []  # per round: each system's wall seconds by size
     digests: dict[int, set[str]] = {}  # per size, the kept documents' digests of every run
     for round_ in range(args.rounds):
+        walls.append({name: {} for name in systems})
         for n in sorted(set(args.sizes)):
             inputs = work / f"warc-{n}-{args.cores}"
             build_inputs(inputs, n, args.cores)
             for name in systems:
                 r = runners[name](inputs, work / f"out-{name}-{n}", args.cores)
+                walls[-1][name][n] = r["wall_s"]
                 if "digest" in r:
                     digests.setdefault(n, set()).add(r["digest"])
                 if n not in runs[name] or r["wall_s"] < runs[name][n]["wall_s"]:
@@ -344,6 +373,9 @@ def main() -> None:
         speed = [runs[b][n]["wall_s"] / runs[a][n]["wall_s"] for n in (small, large)]
         print(f"{f'  {a} / {b}':<40}" + "".join(f"{x:>11.2f}x" for x in speed)
               + f"{fits[b][1] / fits[a][1]:>11.2f}x   {fits[a][0]:.1f} / {fits[b][0]:.1f}")
+    if args.rounds > 1:
+        print_paired(pairs, walls, small, large)
+    runs["rounds"] = walls
     digested = [name for name in systems if "digest" in runs[name][large]]
     same = all(len(d) == 1 for d in digests.values())
     print(f"\nkept documents identical across every run of {', '.join(digested)}: {'yes' if same else 'NO'}")
