@@ -112,9 +112,13 @@ class TreeSampler:
 
 
 class PeakMemory(TreeSampler):
-    """The largest PSS sum of a process and all its descendants."""
+    """The largest PSS sum of a process and all its descendants.
 
-    def __init__(self, pid: int, interval: float = 0.2):
+    Once a second: reading PSS makes the kernel walk every mapping of every process, which
+    for llmforge's ~12 (Ray's processes map the object store) cost this bench 9-16 CPU s of
+    a 46-64 s run at 5 samples a second, taken from the cores the system under test runs on."""
+
+    def __init__(self, pid: int, interval: float = 1.0):
         self.peak = 0
         super().__init__(pid, interval)
 
