@@ -22,16 +22,18 @@ input, one after the other: a before/after table from one command. Every run's k
 are digested (all columns, rows by id, the input file by name) and the digests compared: the
 outputs of both systems and both revisions must be identical.
 
-With `--rounds N` every system runs N times, interleaved; the table keeps each one's fastest
-run, and a second table gives each pair's ratios within every round (the two runs minutes
-apart at most, so the host's drift, up to 40% over tens of minutes, touches both alike):
-their median and range over the rounds.
+With `--rounds N` every system runs N times, interleaved, every other round in reverse order;
+the table keeps each one's fastest run, and a second table gives each pair's ratios within
+every round (the two runs minutes apart at most, so the host's drift, up to 40% over tens of
+minutes, touches both alike): their median and range over the rounds. A last table compares
+the seconds spent inside the reader and the stages (from the ledger both write): whether the
+job slows its functions down, apart from what it adds around them.
 
 Wall time is whole processes, start-up included. From the two sizes each system's wall time
 splits into a fixed cost (start-up and finish: the intercept of wall = fixed + n x per-doc) and
 a per-document cost (the slope): llmforge / plain per-document is the job's overhead at scale.
 Peak memory is the largest sum of PSS (shared pages split among sharers, so Ray's object store
-is not double counted) over the process tree, sampled every 0.2 s. Extraction quality on the
+is not double counted) over the process tree, sampled once a second. Extraction quality on the
 same pages comes from infra/bench/extraction_score.py for each system's extractor.
 
     .venv/bin/python infra/bench/bench_data.py [--cores 2] [--sizes 4096 12288] [--no-peer]
@@ -184,7 +186,18 @@ def run_llmforge(inputs: Path, out: Path, cores: int, code: Path = REPO) -> dict
     )
     stats = json.loads((out / "stats.json").read_text())
     return {"wall_s": wall, "peak_bytes": peak, "docs": stats["documents_in"], "kept": stats["documents_out"],
-            "digest": documents_digest(out), "phases": run_phases(stats, wall)}
+            "digest": documents_digest(out), "functions_s": function_seconds(out), "phases": run_phases(stats, wall)}
+
+
+def function_seconds(out: Path) -> float:
+    """Seconds the reader and the stages themselves took in a run, summed over its processes:
+    the ledger's part manifests (each stage's batch time) and each input's `_expected.json`
+    (the reader's time). llmforge and the plain loop write the same ledger, so the two sums
+    compare the same functions on the same input: their ratio says whether the job slows the
+    functions down, the wall-time ratio whether it adds work around them."""
+    stages = sum(sum(json.loads(m.read_text())["seconds"].values()) for m in out.glob("**/documents/*/_part-*.json"))
+    reads = sum(json.loads(m.read_text())["read_seconds"] for m in out.glob("**/documents/*/_expected.json"))
+    return stages + reads
 
 
 def run_phases(stats: dict, wall: float) -> dict[str, float]:
@@ -223,7 +236,7 @@ def run_plain(inputs: Path, out: Path, cores: int, code: Path = REPO) -> dict:
     wall = time.perf_counter() - start
     return {"wall_s": wall, "peak_bytes": sum(m.stop() for m in mems),
             "docs": sum(r["docs"] for r in results), "kept": sum(r["kept"] for r in results),
-            "digest": documents_digest(out)}
+            "digest": documents_digest(out), "functions_s": function_seconds(out)}
 
 
 def run_peer(python: Path, script: str, inputs: Path, out: Path, cores: int) -> dict:
@@ -280,6 +293,23 @@ def print_paired(pairs: list[tuple[str, str]], walls: list[dict[str, dict[int, f
         print(f"{f'  {a} / {b}':<40}" + "".join(f"{c:>20}" for c in cols))
 
 
+def print_function_seconds(pairs: list[tuple[str, str]], inside: list[dict[str, dict[int, float]]],
+                           sizes: tuple[int, int]) -> None:
+    """How many times faster the reader and the stages themselves ran in a's runs than in b's
+    (b's seconds over a's, paired by round; median, min-max), the speed ratios' convention:
+    below 1 when the job slows the functions down."""
+    pairs = [(a, b) for a, b in pairs if all(n in r[a] and n in r[b] for r in inside for n in sizes)]
+    if not pairs:
+        return
+    print(f"\n{'reader + stages speed (median, min-max)':<40}" + "".join(f"{f'{n} docs':>20}" for n in sizes))
+    for a, b in pairs:
+        cols = []
+        for n in sizes:
+            ratios = [r[b][n] / r[a][n] for r in inside]
+            cols.append(f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
+        print(f"{f'  {a} / {b}':<40}" + "".join(f"{c:>20}" for c in cols))
+
+
 def choose_systems(args: argparse.Namespace) -> tuple[str, ...]:
     """The systems to run: --systems (default all), less the peers --no-peer drops; curator is
     skipped with one line when .venv-curator is absent, datatrove's venv is required."""
@@ -327,21 +357,29 @@ def main() -> None:
     systems = list(runners)
     runs: dict[str, dict[int, dict]] = {name: {} for name in systems}
     walls: list[dict[str, dict[int, float]]] = []  # per round: each system's wall seconds by size
+    inside: list[dict[str, dict[int, float]]] = []  # per round: llmforge's and the plain loop's function seconds
     digests: dict[int, set[str]] = {}  # per size, the kept documents' digests of every run
     for round_ in range(args.rounds):
         walls.append({name: {} for name in systems})
+        inside.append({name: {} for name in systems})
+        # Every other round in reverse order: the host's speed drifts, and whichever system
+        # always ran second would always meet the drift of the minutes after the other's run.
+        order = systems if round_ % 2 == 0 else systems[::-1]
         for n in sorted(set(args.sizes)):
             inputs = work / f"warc-{n}-{args.cores}"
             build_inputs(inputs, n, args.cores)
-            for name in systems:
+            for name in order:
                 r = runners[name](inputs, work / f"out-{name}-{n}", args.cores)
                 walls[-1][name][n] = r["wall_s"]
+                if "functions_s" in r:
+                    inside[-1][name][n] = r["functions_s"]
                 if "digest" in r:
                     digests.setdefault(n, set()).add(r["digest"])
                 if n not in runs[name] or r["wall_s"] < runs[name][n]["wall_s"]:
                     runs[name][n] = r
                 print(f"{name:<20}{n:>7} docs: {r['wall_s']:7.1f} s  {n / r['wall_s'] / args.cores:7.1f} docs/s/core  "
                       f"kept {r['kept']:>6}  peak {r['peak_bytes'] / 2**20:6.0f} MiB  output {r.get('digest', '-')}"
+                      + (f"  reader+stages {r['functions_s']:.1f} s" if "functions_s" in r else "")
                       + (f"  (round {round_ + 1})" if args.rounds > 1 else ""), flush=True)
 
     small, large = min(args.sizes), max(args.sizes)
@@ -379,7 +417,9 @@ def main() -> None:
               + f"{fits[b][1] / fits[a][1]:>11.2f}x   {fits[a][0]:.1f} / {fits[b][0]:.1f}")
     if args.rounds > 1:
         print_paired(pairs, walls, small, large)
+    print_function_seconds(pairs, inside, (small, large))
     runs["rounds"] = walls
+    runs["function_seconds"] = inside
     digested = [name for name in systems if "digest" in runs[name][large]]
     same = all(len(d) == 1 for d in digests.values())
     print(f"\nkept documents identical across every run of {', '.join(digested)}: {'yes' if same else 'NO'}")
