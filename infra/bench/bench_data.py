@@ -191,13 +191,14 @@ def run_llmforge(inputs: Path, out: Path, cores: int, code: Path = REPO) -> dict
 
 def function_seconds(out: Path) -> float:
     """Seconds the reader and the stages themselves took in a run, summed over its processes:
-    the ledger's part manifests (each stage's batch time) and each input's `_expected.json`
-    (the reader's time). llmforge and the plain loop write the same ledger, so the two sums
-    compare the same functions on the same input: their ratio says whether the job slows the
-    functions down, the wall-time ratio whether it adds work around them."""
-    stages = sum(sum(json.loads(m.read_text())["seconds"].values()) for m in out.glob("**/documents/*/_part-*.json"))
-    reads = sum(json.loads(m.read_text())["read_seconds"] for m in out.glob("**/documents/*/_expected.json"))
-    return stages + reads
+    each finished input's totals as the output ledger merged them (`_stats.json`: the stages'
+    batch seconds and the reader's). llmforge and the plain loop write the same ledger, so the
+    two sums compare the same functions on the same input: their ratio says whether the job
+    slows the functions down, the wall-time ratio whether it adds work around them."""
+    from dataproc.outputs.ledger import UNIT_MARKER
+
+    units = [json.loads(m.read_text()) for m in out.glob(f"**/documents/*/{UNIT_MARKER}")]
+    return sum(sum(u["seconds"].values()) + u["read_seconds"] for u in units)
 
 
 def run_phases(stats: dict, wall: float) -> dict[str, float]:
@@ -273,6 +274,10 @@ def fixed_and_per_doc(runs: dict[int, dict]) -> tuple[float, float]:
     return runs[a]["wall_s"] - a * per_doc, per_doc
 
 
+def median_range(ratios: list[float]) -> str:
+    return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def print_paired(pairs: list[tuple[str, str]], walls: list[dict[str, dict[int, float]]], small: int, large: int) -> None:
     """The ratios within each round (a's and b's runs minutes apart at most), median and range
     over the rounds. The host's speed drifts by up to 40% over tens of minutes, which moves
@@ -289,7 +294,7 @@ def print_paired(pairs: list[tuple[str, str]], walls: list[dict[str, dict[int, f
                     ratios.append(per_doc[b] / per_doc[a])
                 else:
                     ratios.append(w[b][key] / w[a][key])
-            cols.append(f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
+            cols.append(median_range(ratios))
         print(f"{f'  {a} / {b}':<40}" + "".join(f"{c:>20}" for c in cols))
 
 
@@ -303,10 +308,7 @@ def print_function_seconds(pairs: list[tuple[str, str]], inside: list[dict[str, 
         return
     print(f"\n{'reader + stages speed (median, min-max)':<40}" + "".join(f"{f'{n} docs':>20}" for n in sizes))
     for a, b in pairs:
-        cols = []
-        for n in sizes:
-            ratios = [r[b][n] / r[a][n] for r in inside]
-            cols.append(f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
+        cols = [median_range([r[b][n] / r[a][n] for r in inside]) for n in sizes]
         print(f"{f'  {a} / {b}':<40}" + "".join(f"{c:>20}" for c in cols))
 
 
