@@ -1,5 +1,6 @@
-"""How a job starts and stops its Ray: modules imported while Ray starts, the embedded Ray
-stopped at exit, and the head start a job gives Ray before its first dataset: warmed workers.
+"""How a job starts and stops its Ray: an embedded head without the steps a one-machine job
+does not need, modules imported while Ray starts, the embedded Ray stopped at exit, and the
+head start a job gives Ray before its first dataset: warmed workers.
 (`warm_stages`, what the data job warms them with, is tested beside `run_stages` in
 tests/dataproc.)"""
 from __future__ import annotations
@@ -12,28 +13,43 @@ import sys
 import textwrap
 import threading
 import time
+from types import SimpleNamespace
 
 import psutil
+import pytest
 
+from llmforge.common import ray_session
 from llmforge.common.ray_session import warm_workers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A driver of its own (this session's Ray is already up, and init_ray would reuse it): starts an
-# embedded Ray with a module to preload that nothing else imports and one that does not exist,
-# then stops it as its exit does, and reports what it saw.
+# embedded Ray (with or without its dashboard) with a module to preload that nothing else
+# imports and one that does not exist, runs a task, then stops Ray as its exit does, and
+# reports what it saw.
 EMBEDDED_DRIVER = textwrap.dedent("""
     import json, sys
     import ray
     from llmforge.common import ray_session
 
     assert "tabnanny" not in sys.modules
-    ray_session.init_ray(num_cpus=1, include_dashboard=False, preload=("tabnanny", "llmforge_no_such_module"))
+    dashboard = sys.argv[1] == "dashboard"
+    ray_session.init_ray(num_cpus=1, include_dashboard=dashboard, preload=("tabnanny", "llmforge_no_such_module"))
     preloaded = "tabnanny" in sys.modules
+    answer = ray.get(ray.remote(lambda: 6 * 7).remote())
     node = ray._private.worker._global_node
+    url = node.webui_url
+    status = None
+    if dashboard:  # any HTTP answer is the dashboard's (401 where Ray's token auth is on)
+        import urllib.error, urllib.request
+        try:
+            status = urllib.request.urlopen(f"http://{url}/api/version", timeout=30).status
+        except urllib.error.HTTPError as err:
+            status = err.code
     pids = {kind: [info.process.pid for info in infos] for kind, infos in node.all_processes.items()}
     ray_session._stop_embedded_ray()
-    print(json.dumps({"preloaded": preloaded, "pids": pids, "still_up": ray.is_initialized()}))
+    print(json.dumps({"preloaded": preloaded, "answer": answer, "url": url, "status": status, "pids": pids,
+                      "still_up": ray.is_initialized()}))
 """)
 
 
@@ -44,16 +60,24 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_embedded_ray_preloads_modules_and_its_exit_stops_every_process_it_started():
+@pytest.mark.parametrize("dashboard", ["dashboard", "no-dashboard"])
+def test_embedded_ray_starts_without_monitor_preloads_modules_and_its_exit_stops_every_process(dashboard):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
-    out = subprocess.run([sys.executable, "-c", EMBEDDED_DRIVER], capture_output=True, text=True, env=env,
-                         cwd=REPO, timeout=300)
+    out = subprocess.run([sys.executable, "-c", EMBEDDED_DRIVER, dashboard], capture_output=True, text=True,
+                         env=env, cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen["preloaded"]  # and the module that does not exist did not fail the start
+    assert seen["answer"] == 42
     assert not seen["still_up"]
-    assert {"raylet", "gcs_server", "monitor"} <= set(seen["pids"])
+    started = set(seen["pids"])
+    assert {"raylet", "gcs_server", "log_monitor"} <= started and "monitor" not in started
+    if dashboard == "dashboard":  # up and answering when the start returns, as with Ray's own start
+        assert "dashboard" in started and seen["url"]
+        assert seen["status"] in (200, 401)
+    else:  # Ray's own start would run its API server in minimal mode, serving nothing a job uses
+        assert "dashboard" not in started and not seen["url"]
     pids = [pid for kind in seen["pids"].values() for pid in kind]
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -62,6 +86,63 @@ def test_embedded_ray_preloads_modules_and_its_exit_stops_every_process_it_start
             break
         time.sleep(0.2)
     assert not alive, {kind: [p for p in ps if p in alive] for kind, ps in seen["pids"].items()}
+
+
+class _FakeNode:
+    """Stands for Ray's node class: records the order of the head's steps. Its dashboard takes
+    a moment to come up, and fails if told to."""
+
+    def __init__(self, dashboard_fails: bool = False):
+        self._ray_params = SimpleNamespace(no_monitor=False)
+        self.dashboard_fails = dashboard_fails
+        self.steps: list[str] = []
+
+    def start_head_processes(self):
+        self.steps.append("gcs")
+        if not self._ray_params.no_monitor:
+            self.steps.append("monitor")
+        self.start_api_server(include_dashboard=True, raise_on_failure=True)
+
+    def start_api_server(self, include_dashboard, raise_on_failure):
+        time.sleep(0.3)
+        if self.dashboard_fails:
+            raise RuntimeError("dashboard failed to start")
+        self.steps.append("dashboard up")
+
+    def start_ray_processes(self):
+        self.steps.append("raylet")
+
+
+def test_embedded_head_starts_the_raylet_beside_the_dashboard_without_a_monitor():
+    node = ray_session._embedded_head_class(_FakeNode)()
+    node.start_head_processes()
+    node.start_ray_processes()
+    assert node.steps == ["gcs", "raylet", "dashboard up"]  # Ray's order: gcs, monitor, dashboard up, raylet
+
+
+def test_embedded_head_raises_the_dashboards_failure_where_ray_would():
+    node = ray_session._embedded_head_class(_FakeNode)(dashboard_fails=True)
+    node.start_head_processes()
+    with pytest.raises(RuntimeError, match="dashboard failed to start"):
+        node.start_ray_processes()
+    assert node.steps == ["gcs", "raylet"]
+
+
+def test_embedded_head_gives_way_to_rays_own_start_when_the_node_class_changes(monkeypatch):
+    from ray._private import node as node_module
+
+    class Unknown:  # an upgrade without the methods the embedded head overrides
+        pass
+
+    monkeypatch.setattr(node_module, "Node", Unknown)
+    with ray_session._embedded_head():
+        assert node_module.Node is Unknown
+    monkeypatch.undo()
+    real = node_module.Node
+    with ray_session._embedded_head():
+        assert issubclass(node_module.Node, real) and node_module.Node is not real
+    assert node_module.Node is real
+
 
 NO_CPU_WARNING = "does not have any available CPUs"
 
