@@ -89,12 +89,15 @@ def test_embedded_ray_starts_without_monitor_preloads_modules_and_its_exit_stops
 
 
 class _FakeNode:
-    """Stands for Ray's node class: records the order of the head's steps. Its dashboard takes
-    a moment to come up, and fails if told to."""
+    """Stands for Ray's node class: records the order of the head's steps. Its dashboard comes
+    up once the raylet has started, or after 5 s (as it would if started first), and fails if
+    told to."""
 
     def __init__(self, dashboard_fails: bool = False):
         self._ray_params = SimpleNamespace(no_monitor=False)
+        self.all_processes: dict = {}  # what the dashboard's thread waits on: none here
         self.dashboard_fails = dashboard_fails
+        self.raylet_started = threading.Event()
         self.steps: list[str] = []
 
     def start_head_processes(self):
@@ -104,13 +107,14 @@ class _FakeNode:
         self.start_api_server(include_dashboard=True, raise_on_failure=True)
 
     def start_api_server(self, include_dashboard, raise_on_failure):
-        time.sleep(0.3)
+        self.raylet_started.wait(timeout=5)
         if self.dashboard_fails:
             raise RuntimeError("dashboard failed to start")
         self.steps.append("dashboard up")
 
     def start_ray_processes(self):
         self.steps.append("raylet")
+        self.raylet_started.set()
 
 
 def test_embedded_head_starts_the_raylet_beside_the_dashboard_without_a_monitor():
