@@ -278,12 +278,16 @@ def median_range(ratios: list[float]) -> str:
     return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
+def paired_line(label: str, cells: list[str]) -> str:
+    """One line of the paired tables: a space before every cell, even one wider than its column."""
+    return f"{label:<40}" + "".join(f" {c:>21}" for c in cells)
+
+
 def print_paired(pairs: list[tuple[str, str]], walls: list[dict[str, dict[int, float]]], small: int, large: int) -> None:
     """The ratios within each round (a's and b's runs minutes apart at most), median and range
     over the rounds. The host's speed drifts by up to 40% over tens of minutes, which moves
     every system's fastest run (the table above) by as much; runs of one round share it."""
-    print(f"\n{'paired by round (median, min-max)':<40}" + "".join(f" {f'{n} docs':>21}" for n in (small, large))
-          + f" {'per doc':>21}")
+    print("\n" + paired_line("paired by round (median, min-max)", [f"{small} docs", f"{large} docs", "per doc"]))
     for a, b in pairs:
         cols = []
         for key in (small, large, "per doc"):
@@ -295,7 +299,7 @@ def print_paired(pairs: list[tuple[str, str]], walls: list[dict[str, dict[int, f
                 else:
                     ratios.append(w[b][key] / w[a][key])
             cols.append(median_range(ratios))
-        print(f"{f'  {a} / {b}':<40}" + "".join(f" {c:>21}" for c in cols))  # a space even past 21
+        print(paired_line(f"  {a} / {b}", cols))
 
 
 def print_function_seconds(pairs: list[tuple[str, str]], inside: list[dict[str, dict[int, float]]],
@@ -306,10 +310,10 @@ def print_function_seconds(pairs: list[tuple[str, str]], inside: list[dict[str, 
     pairs = [(a, b) for a, b in pairs if all(n in r[a] and n in r[b] for r in inside for n in sizes)]
     if not pairs:
         return
-    print(f"\n{'reader + stages speed (median, min-max)':<40}" + "".join(f" {f'{n} docs':>21}" for n in sizes))
+    print("\n" + paired_line("reader + stages speed (median, min-max)", [f"{n} docs" for n in sizes]))
     for a, b in pairs:
         cols = [median_range([r[b][n] / r[a][n] for r in inside]) for n in sizes]
-        print(f"{f'  {a} / {b}':<40}" + "".join(f" {c:>21}" for c in cols))  # a space even past 21
+        print(paired_line(f"  {a} / {b}", cols))
 
 
 def choose_systems(args: argparse.Namespace) -> tuple[str, ...]:

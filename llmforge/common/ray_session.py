@@ -62,15 +62,14 @@ def _embedded_head() -> Iterator[None]:
     (`_embedded_head_class`). Ray's node class is private: if an upgrade changes it, this
     gives way to Ray's own start."""
     try:
-        from ray._private import node as node_module
-
-        base = node_module.Node
-        missing = [name for name in ("start_head_processes", "start_api_server", "start_ray_processes")
-                   if not callable(getattr(base, name, None))]
-        if missing:
-            raise AttributeError(f"Ray's node class has no {', '.join(missing)}")
-    except Exception as err:  # noqa: BLE001 - Ray's own start is always there to fall back to
-        logging.getLogger(__name__).debug("Ray's own head start: %s", err)
+        from ray._private import node as node_module  # the module ray.init reads `Node` from
+    except ImportError:
+        node_module = None
+    base = getattr(node_module, "Node", None)
+    missing = [name for name in ("start_head_processes", "start_api_server", "start_ray_processes")
+               if not callable(getattr(base, name, None))]
+    if missing:
+        logging.getLogger(__name__).debug("Ray's own head start: no ray._private.node.Node with %s", ", ".join(missing))
         yield
         return
     node_module.Node = _embedded_head_class(base)
