@@ -69,12 +69,16 @@ class DocStage(ABC):
     `reads`: the column `process` gets (`url` for the URL filter, `html` for extraction).
     `rewrites`: its results carry the new `text` (the column is created if the batch has none).
     `consumes`: no later stage or output needs the `reads` column, so it goes after this stage.
+    `reads_utf8`: `process` takes the `reads` string column as its UTF-8 bytes as well (or only,
+    when every stage reading it says so): for a stage whose library parses UTF-8, a page need
+    never become a Python str.
     `columns`: what it writes, in order; an instance may set its own when options decide them.
     """
 
     reads: ClassVar[str] = TEXT
     rewrites: ClassVar[bool] = False
     consumes: ClassVar[bool] = False
+    reads_utf8: ClassVar[bool] = False
     columns: tuple[Column, ...] = ()
 
     @abstractmethod

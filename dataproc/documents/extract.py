@@ -180,28 +180,33 @@ class ExtractStage(DocStage):
     reads = "html"
     rewrites = True
     consumes = True
+    reads_utf8 = True  # Lexbor parses UTF-8: bytes go to it as they are
     columns = (Column("title", pa.string(), missing=""),)
 
     def __init__(self, options: ExtractOptions | None = None):
         self.options = options or ExtractOptions()
 
-    def process(self, html: str) -> StageResult:
+    def process(self, html: str | bytes) -> StageResult:
         text, title = extract_text(html, self.options)
         drop = "empty" if len(text) < self.options.min_text_chars else None
         return StageResult(drop, {"title": title}, text=text)
 
 
-def extract_text(html: str, options: ExtractOptions) -> tuple[str, str]:
-    """Return (main text, title); ("", "") when nothing usable is found. Never raises."""
+def extract_text(html: str | bytes, options: ExtractOptions) -> tuple[str, str]:
+    """Return (main text, title); ("", "") when nothing usable is found. Never raises.
+
+    `html` as str, or as its UTF-8 bytes (the same result, without encoding it for the parser)."""
     try:
         return _extract(html, options)
     except Exception:  # noqa: BLE001 - one bad page must not kill a pipeline batch
         return "", ""
 
 
-def _extract(html: str, options: ExtractOptions) -> tuple[str, str]:
-    if not isinstance(html, str) or not html:
+def _extract(html: str | bytes, options: ExtractOptions) -> tuple[str, str]:
+    if not isinstance(html, (str, bytes)) or not html:
         return "", ""
+    if isinstance(html, bytes) and len(html) > options.max_html_chars:
+        html = html.decode("utf-8", "replace")  # the limit counts characters, not bytes
     tree = LexborHTMLParser(html[: options.max_html_chars])
     title = _title(tree) if options.keep_title else ""
     body = tree.body

@@ -64,10 +64,13 @@ class DocumentStages:
     def __init__(self, stages: StagesConfig):
         registry = type(stages).registry
         self.stages = [(name, registry[name].build(getattr(stages, name))) for name in stages.enabled()]
+        # String columns handed over as UTF-8 bytes: only read by stages that take bytes.
+        self.utf8_columns = frozenset(s.reads for _, s in self.stages if s.reads_utf8) - frozenset(
+            s.reads for _, s in self.stages if not s.reads_utf8)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         n = batch.num_rows
-        cols: Columns = {name: batch.column(name).to_pylist() for name in batch.column_names}
+        cols: Columns = {name: _pylist(batch.column(name), name in self.utf8_columns) for name in batch.column_names}
         types: dict[str, pa.DataType] = {}
         reasons: list[str | None] = [None] * n
         with shared_views():
@@ -89,6 +92,16 @@ class DocumentStages:
             if pa.types.is_null(field.type):
                 table = table.set_column(i, field.name, table.column(i).cast(pa.string()))
         return table
+
+
+def _pylist(column: pa.ChunkedArray, utf8: bool) -> list[Any]:
+    """The column's values; a string column as UTF-8 bytes with `utf8` (a view, then one copy
+    per value: no decoding)."""
+    if utf8 and pa.types.is_string(column.type):
+        column = column.cast(pa.binary())
+    elif utf8 and pa.types.is_large_string(column.type):
+        column = column.cast(pa.large_binary())
+    return column.to_pylist()
 
 
 @lru_cache(maxsize=4)

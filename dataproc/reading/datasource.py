@@ -79,7 +79,9 @@ def read_warc_file(
     seq = 0
     with filesystem.open_input_stream(path, compression=None) as raw:
         stream = _CountingStream(raw)
-        for record in iter_html_responses(stream, uri, options, counts):
+        # HTML as UTF-8 bytes: Arrow stores (and checks) them as they are, and extraction hands
+        # them to its parser as they are; the page is never a Python str on the way.
+        for record in iter_html_responses(stream, uri, options, counts, utf8=True):
             record["seq"] = seq
             seq += 1
             pending.append(record)

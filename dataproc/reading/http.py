@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import codecs
 import re
+import struct
 import zlib
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
+
+import pyarrow as pa
+
 
 def parse_headers(block: bytes, encoding: str) -> tuple[str, dict[str, str]]:
     """(first line, {lower-cased name: value}); the first occurrence of a name wins, lines
@@ -109,24 +113,16 @@ def decode_html(body: bytes, content_type: str = "") -> str:
 
     A bogus or missing declaration on bytes that are not valid UTF-8 falls back to cp1252 when
     the bytes look like a legacy single-byte page (most non-ASCII bytes invalid as UTF-8)."""
-    if body.startswith(codecs.BOM_UTF8):
+    enc = _declared_codec(body, content_type)
+    if enc == _UTF8_BOM:
         return body[3:].decode("utf-8", "replace")
-    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    if enc == "utf-16":
         return body.decode("utf-16", "replace")
-    m = _CT_CHARSET.search(content_type) if content_type else None
-    labels = (m.group(1) if m else None, sniff_charset(body))
-    for label in labels:
-        if not label:
-            continue
-        enc = _codec(label)
-        if enc is None:
-            continue
-        if enc.startswith(("utf-16", "utf-32", "utf_16", "utf_32")):
-            enc = "utf-8"  # without a BOM such a declaration is wrong (HTML spec does the same)
+    if enc is not None:
         try:
             return body.decode(enc, "replace").lstrip("\ufeff")
         except Exception:  # a codec that fails even with errors="replace"
-            break
+            pass
     try:
         return body.decode("utf-8").lstrip("\ufeff")
     except UnicodeDecodeError:
@@ -136,6 +132,62 @@ def decode_html(body: bytes, content_type: str = "") -> str:
     if text.count("\ufffd") * 4 > non_ascii:
         return body.decode("cp1252", "replace")
     return text.lstrip("\ufeff")
+
+
+def html_utf8(body: bytes, content_type: str = "") -> bytes:
+    """`decode_html(body, content_type)` encoded as UTF-8, without a str on the way for the
+    common page: one that decodes as UTF-8 (declared so, or undeclared) and is valid UTF-8
+    comes back as it is, less a leading byte-order mark.
+
+    For readers whose consumer parses UTF-8 anyway (Arrow stores strings as UTF-8, Lexbor parses
+    it): decoding a 140 KB page to str and encoding it back costs more than checking it."""
+    enc = _declared_codec(body, content_type)
+    if enc is None or enc == "utf-8" or enc == _UTF8_BOM:
+        raw = body[3:] if enc == _UTF8_BOM else body
+        if is_utf8(raw):
+            return raw if enc == _UTF8_BOM else _lstrip_utf8_bom(raw)
+    return decode_html(body, content_type).encode("utf-8")
+
+
+def is_utf8(data: bytes) -> bool:
+    """Whether `data` is valid UTF-8, checked in Arrow's C++ (~5x faster than decoding it)."""
+    offsets = pa.py_buffer(struct.pack("<qq", 0, len(data)))
+    try:
+        pa.LargeStringArray.from_buffers(1, offsets, pa.py_buffer(data)).validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _lstrip_utf8_bom(data: bytes) -> bytes:
+    """`data` less leading U+FEFF characters (what `str.lstrip("\\ufeff")` drops)."""
+    start = 0
+    while data.startswith(codecs.BOM_UTF8, start):
+        start += len(codecs.BOM_UTF8)
+    return data[start:] if start else data
+
+
+_UTF8_BOM = "utf-8 after a byte-order mark"
+
+
+def _declared_codec(body: bytes, content_type: str) -> str | None:
+    """The codec `decode_html` decodes `body` with: `_UTF8_BOM`, "utf-16" (a UTF-16 byte-order
+    mark), the first known codec declared by the HTTP charset or a <meta> tag, or None."""
+    if body.startswith(codecs.BOM_UTF8):
+        return _UTF8_BOM
+    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    m = _CT_CHARSET.search(content_type) if content_type else None
+    for label in (m.group(1) if m else None, sniff_charset(body)):
+        if not label:
+            continue
+        enc = _codec(label)
+        if enc is None:
+            continue
+        if enc.startswith(("utf-16", "utf-32", "utf_16", "utf_32")):
+            return "utf-8"  # without a BOM such a declaration is wrong (HTML spec does the same)
+        return enc
+    return None
 
 
 def _dechunk(body: bytes) -> bytes:

@@ -40,7 +40,7 @@ from typing import BinaryIO, Iterator
 from pydantic import Field
 
 from dataproc.reading.framing import CorruptMember, EndOfData, MemberReader, RecordCut
-from dataproc.reading.http import decode_html, host_of, normalise_warc_date, parse_headers, undo_http_encoding
+from dataproc.reading.http import decode_html, host_of, html_utf8, normalise_warc_date, parse_headers, undo_http_encoding
 from llmforge.common.config import StrictModel
 
 COUNT_KEYS = (
@@ -97,7 +97,8 @@ _VERSION_LINE = re.compile(r"WARC/\d+\.\d+")
 _STATUS_LINE = re.compile(rb"\s*HTTP/\d(?:\.\d)?\s+(\d{3})(?:\s|$)")
 
 
-def _read_record(r: MemberReader, opts: WarcReadOptions, counts: collections.Counter, source: str, offset: int):
+def _read_record(r: MemberReader, opts: WarcReadOptions, counts: collections.Counter, source: str, offset: int,
+                 utf8: bool = False):
     """Read one record at the reader's position; return a doc dict, or None when skipped."""
     start_abs = r.buf_base + r.pos
     block = r.header_block(opts.max_header_bytes)
@@ -170,7 +171,7 @@ def _read_record(r: MemberReader, opts: WarcReadOptions, counts: collections.Cou
         "host": host_of(url),
         "date": normalise_warc_date(headers.get("warc-date")),
         "content_type": media,
-        "html": decode_html(body, content_type),
+        "html": html_utf8(body, content_type) if utf8 else decode_html(body, content_type),
         "source": source,
         "offset": offset,
     }
@@ -181,11 +182,13 @@ def iter_html_responses(
     source: str,
     options: WarcReadOptions,
     counts: collections.Counter,
+    utf8: bool = False,
 ) -> Iterator[dict]:
     """Yield the HTML responses of one WARC file (see the module docstring for counts).
 
     Each dict: id (WARC-Record-ID without <>), url (WARC-Target-URI), host (lower-cased, no port),
-    date (ISO-8601 UTC 'YYYY-MM-DDTHH:MM:SSZ' or ''), content_type (HTTP media type), html (str),
+    date (ISO-8601 UTC 'YYYY-MM-DDTHH:MM:SSZ' or ''), content_type (HTTP media type), html (str,
+    charset decoded; with `utf8`, that str's UTF-8 bytes, mostly the body as it is: `html_utf8`),
     source (the `source` argument), offset (raw byte offset of the record's gzip member, or of the
     record in a plain file; -1 inside a whole-file gzip, where no seek point exists).
     Offsets are absolute when `stream.tell()` works at the start, else relative to the start.
@@ -202,7 +205,7 @@ def iter_html_responses(
         try:
             if not r.skip_blank():
                 break
-            doc = _read_record(r, options, counts, source, r.record_offset())
+            doc = _read_record(r, options, counts, source, r.record_offset(), utf8)
         except CorruptMember:
             counts["records"] += 1
             counts["skip_corrupt"] += 1

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from dataproc.config import CORPUS_STAGE_ORDER, STAGE_ORDER, StagesConfig, stages_config_model
 from dataproc.documents.contract import Column, DocStage, StageResult
+from dataproc.documents.extract import ExtractOptions, extract_text
 from dataproc.documents.registry import DOCUMENT_STAGES, StageRegistry, StageSpec
 from dataproc.documents.runner import DocumentStages, _stages_for, run_stages, warm_stages
 from dataproc.options import StageOptions
@@ -192,3 +193,39 @@ def test_a_new_text_from_a_stage_that_does_not_declare_rewrites_is_an_error():
     cfg = stages_config_model(registry).model_validate({"shout": {"min_marks": 0}, **ONLY_C4, "c4": OFF})
     with pytest.raises(TypeError, match="stage 'shout' returned a new text but does not declare `rewrites`"):
         DocumentStages(cfg)(_batch([("a", "https://a.example/", _page("A", ["Loud words! " * 6]))]))
+
+
+class NoOptions(StageOptions):
+    pass
+
+
+class HtmlKind(DocStage):
+    """Reads the page's HTML and notes the Python type it got it as."""
+
+    reads = "html"
+    columns = (Column("html_kind", pa.string()),)
+
+    def __init__(self, options: NoOptions):
+        pass
+
+    def process(self, html) -> StageResult:
+        return StageResult(None, {"html_kind": type(html).__name__})
+
+
+@pytest.mark.parametrize("reads_utf8,kind", [(True, "bytes"), (False, "str")])
+def test_html_reaches_the_stages_as_utf8_bytes_only_when_every_reader_takes_them(reads_utf8, kind):
+    page = _page("Grüße", ["Привет, мир! Ünïcödé text, long enough for extraction to keep it. " * 3])
+    batch = _batch([("a", "https://a.example/", page)])
+    extract_only = DocumentStages(StagesConfig.model_validate({**ONLY_C4, "c4": OFF}))
+    assert extract_only.utf8_columns == {"html"}  # extraction alone: Lexbor gets the bytes
+    want_text, want_title = extract_text(page, ExtractOptions())
+    assert extract_only(batch).select(["text", "title"]).to_pylist() == [{"text": want_text, "title": want_title}]
+
+    spec = StageSpec("html_kind", NoOptions, type("HtmlKind", (HtmlKind,), {"reads_utf8": reads_utf8}))
+    cfg = stages_config_model(DOCUMENT_STAGES.with_stage(spec, after="url_filter")).model_validate(
+        {"html_kind": {}, **ONLY_C4, "c4": OFF})
+    stages = DocumentStages(cfg)
+    assert stages.utf8_columns == ({"html"} if reads_utf8 else set())
+    out = stages(batch)
+    assert out.select(["html_kind", "text", "title"]).to_pylist() == [
+        {"html_kind": kind, "text": want_text, "title": want_title}]

@@ -125,6 +125,26 @@ def test_non_ascii_text_preserved() -> None:
     assert title == "Grüße aus Köln"
 
 
+def test_utf8_bytes_extract_as_their_str() -> None:
+    """The reader hands pages over as UTF-8 bytes: same text and title as from the str, also
+    where the character limit cuts a page whose bytes are over it and its characters not."""
+    page = (
+        "<html><head><title>Grüße</title></head><body><article>"
+        + "<p>Straße, Öl und Käse — 日本語のテキスト — emoji 🍞 und ½ Liter Milch.</p>" * 40
+        + "</article></body></html>"
+    )
+    pages = [BLOG_PAGE, page, "", "<p>x</p>", "\ufeff<html><body><p>" + "é" * 80 + "</p></body></html>"]
+    if EVAL_DIR.is_dir():
+        pages += [p.html for p in _score_module().load_pages(EVAL_DIR)[:40]]
+    chars = len(page)
+    for options in (OPTS, ExtractOptions(max_html_chars=chars), ExtractOptions(max_html_chars=chars - 700),
+                    ExtractOptions(max_html_chars=len(page.encode()) - 1, keep_title=False)):
+        for html in pages:
+            assert extract_text(html.encode(), options) == extract_text(html, options)
+    assert extract_text(page.encode(), ExtractOptions(max_html_chars=chars))[0].count("\n") == 39  # uncut
+    assert extract_text(page.encode(), ExtractOptions(max_html_chars=chars - 700))[0].count("\n") < 39
+
+
 def test_entities_decoded() -> None:
     html = "<body><article><p>Fish &amp; chips &lt;3 &eacute;t&eacute; &#8364;5, " + "x" * 60 + "</p></article></body>"
     text, _ = extract_text(html, OPTS)

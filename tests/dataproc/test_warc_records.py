@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from dataproc.reading.http import decode_html, normalise_warc_date
+from dataproc.reading.http import decode_html, html_utf8, is_utf8, normalise_warc_date
 from dataproc.reading.records import OUTCOME_KEYS, WarcReadOptions, iter_html_responses
 from dataproc.synthetic.ground_truth import GroundTruth, jaccard
 from dataproc.synthetic.sample_warc import BLOCKED_DOMAIN, PROPORTIONS, write_sample_warc
@@ -302,6 +302,54 @@ def test_decode_html():
         out = decode_html(b'<meta charset="%s"><p>ok \xff</p>' % bogus.encode(), f"text/html; charset={bogus}")
         assert "<p>ok" in out
     assert decode_html(b"<p>a \xff\xfe b</p>", "text/html; charset=utf-8") == "<p>a \ufffd\ufffd b</p>"
+
+
+HTML_BODIES = [  # (body, HTTP Content-Type): every branch of decode_html
+    (b"\xef\xbb\xbf<p>caf\xc3\xa9</p>", ""),  # UTF-8 BOM
+    (b"\xef\xbb\xbf\xef\xbb\xbf<p>x</p>", ""),  # BOM, then a U+FEFF that stays
+    (b"\xef\xbb\xbf<p>\xff</p>", ""),  # BOM before invalid UTF-8
+    ("<p>café</p>".encode("utf-16"), ""),
+    ("<p>déjà vu</p>".encode("latin-1"), "text/html; charset=ISO-8859-1"),
+    ("<p>déjà vu</p>".encode("latin-1"), ""),  # undeclared, legacy fallback
+    ('<meta charset="windows-1251"><p>Привет</p>'.encode("cp1251"), ""),
+    ('<meta charset="windows-1251"><p>Привет</p>'.encode("cp1251"), "text/html; charset=utf-8"),
+    ("<p>Привет, café</p>".encode(), "text/html; charset=utf-8"),
+    ("<p>Привет, café</p>".encode(), "text/html; charset=UTF-16"),  # no BOM: read as UTF-8
+    ("\ufeff\ufeff<p>Привет</p>".encode(), ""),  # leading U+FEFF, undeclared: stripped
+    ("\ufeff<p>x</p>".encode(), "text/html; charset=utf8"),
+    (b"<p>a \xff\xfe b</p>", "text/html; charset=utf-8"),
+    (b"<p>a \xc3</p>", ""),  # one invalid byte among valid UTF-8: replaced, no fallback
+    (b'<meta charset="x-nope"><p>ok \xe2\x82\xac</p>', "text/html; charset=base64"),
+    ("<p>日本語</p>".encode("shift_jis"), "text/html; charset=shift_jis"),
+    (b"", ""),
+    (b"<p>plain ascii</p>", "text/html"),
+]
+
+
+@pytest.mark.parametrize("body,content_type", HTML_BODIES)
+def test_html_utf8_is_decode_html_in_utf8(body, content_type):
+    out = html_utf8(body, content_type)
+    assert isinstance(out, bytes) and is_utf8(out)
+    assert out == decode_html(body, content_type).encode("utf-8")
+
+
+def test_html_utf8_passes_valid_utf8_through_without_copying():
+    """The point of html_utf8: a UTF-8 page is never decoded and re-encoded (nor copied)."""
+    body = "<p>Привет, café</p>".encode() * 100
+    assert html_utf8(body, "text/html; charset=utf-8") is body
+    assert html_utf8(body, "text/html") is body
+    assert is_utf8(body) and not is_utf8(body[:-1] + b"\xd0") and not is_utf8(b"\xed\xa0\x80")  # surrogate
+
+
+def test_reader_utf8_mode_yields_the_same_pages_as_bytes(samples):
+    for gt in samples.values():
+        with open(gt.path, "rb") as f:
+            as_str = list(iter_html_responses(f, "src", WarcReadOptions(), collections.Counter()))
+        with open(gt.path, "rb") as f:
+            as_utf8 = list(iter_html_responses(f, "src", WarcReadOptions(), collections.Counter(), utf8=True))
+        assert len(as_utf8) == len(as_str) > 0
+        for a, b in zip(as_str, as_utf8):
+            assert {**a, "html": a["html"].encode()} == b
 
 
 def test_normalise_warc_date():
