@@ -47,7 +47,7 @@ EMBEDDED_DRIVER = textwrap.dedent("""
         except urllib.error.HTTPError as err:
             status = err.code
     pids = {kind: [info.process.pid for info in infos] for kind, infos in node.all_processes.items()}
-    ray_session._stop_embedded_ray()
+    ray_session._leave_ray()
     print(json.dumps({"preloaded": preloaded, "answer": answer, "url": url, "status": status, "pids": pids,
                       "still_up": ray.is_initialized()}))
 """)
@@ -86,6 +86,31 @@ def test_embedded_ray_starts_without_monitor_preloads_modules_and_its_exit_stops
             break
         time.sleep(0.2)
     assert not alive, {kind: [p for p in ps if p in alive] for kind, ps in seen["pids"].items()}
+
+
+# A driver joining a running cluster (as under `ray job submit`): it leaves as its exit does.
+JOINED_DRIVER = textwrap.dedent("""
+    import json, sys
+    import ray
+    from llmforge.common import ray_session
+
+    ray_session.init_ray(address=sys.argv[1])
+    answer = ray.get(ray.remote(lambda: 6 * 7).remote())
+    head = ray._private.worker._global_node.head
+    ray_session._leave_ray()
+    print(json.dumps({"answer": answer, "head": head, "still_up": ray.is_initialized()}))
+""")
+
+
+def test_a_driver_that_joined_a_cluster_leaves_it_running(ray_local):
+    gcs = ray_local._private.worker._global_node.gcs_address
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    out = subprocess.run([sys.executable, "-c", JOINED_DRIVER, gcs], capture_output=True, text=True,
+                         env=env, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen == {"answer": 42, "head": False, "still_up": False}  # disconnected, nothing stopped
+    assert ray_local.get(ray_local.remote(lambda: 1).remote(), timeout=60) == 1  # the cluster is up
 
 
 class _FakeNode:

@@ -39,8 +39,9 @@ def init_ray(
     if address:
         check_reachable(address, source)
         ray.init(address=address, **kwargs)
+        _leave_at_exit()
         return
-    loading = _import_in_background(preload)
+    loading = import_in_background(preload)
     try:
         # "local" never tries to reach a stale cluster recorded in /tmp/ray (it can hang for minutes).
         with _embedded_head():
@@ -50,10 +51,14 @@ def init_ray(
                 include_dashboard=include_dashboard,
                 **kwargs,
             )
-        atexit.unregister(_stop_embedded_ray)  # once, however often Ray is started in this process
-        atexit.register(_stop_embedded_ray)  # runs before Ray's own exit hook (registered at import)
+        _leave_at_exit()
     finally:
         loading.join()  # the modules are whole before the caller uses them
+
+
+def _leave_at_exit() -> None:
+    atexit.unregister(_leave_ray)  # once, however often Ray is started in this process
+    atexit.register(_leave_ray)  # runs before Ray's own exit hook (registered at import)
 
 
 @contextlib.contextmanager
@@ -132,7 +137,9 @@ def _embedded_head_class(base: type) -> type:
     return EmbeddedHead
 
 
-def _import_in_background(modules: Sequence[str]) -> threading.Thread:
+def import_in_background(modules: Sequence[str]) -> threading.Thread:
+    """Import `modules` on a daemon thread, in order; one that fails is left to its importer."""
+
     def run() -> None:
         for name in modules:
             try:
@@ -145,27 +152,29 @@ def _import_in_background(modules: Sequence[str]) -> threading.Thread:
     return thread
 
 
-def _stop_embedded_ray() -> None:
-    """Stop the Ray this process started, at exit, without the two waits in Ray's own exit
-    hook (on 2 cores a driver's exit after its last task took 2.2 s with Ray's hook alone,
-    0.6-0.9 s with this one first):
+def _leave_ray() -> None:
+    """Leave Ray at exit (stop the embedded one this process started, or disconnect from a
+    cluster) without the two waits in Ray's own exit hook (on 2 cores a driver's exit after its
+    last task took 2.2 s with Ray's hook alone, 0.6-0.9 s with this one first):
     - Ray's shutdown stops the GCS before the autoscaler monitor, whose SIGTERM handler then
       reports its own death to that GCS and hangs until Ray kills it a second later. An
       embedded head starts none (`_embedded_head_class`); where Ray's own start ran one, it
       is killed first, outright.
     - At interpreter exit Ray sleeps 0.5 s so that workers' last log lines reach the terminal;
-      a job's tasks have all finished by now, and their logs stay in the session's log files.
+      a job's tasks have all finished by now, and their logs stay in the session's log files
+      (on a cluster also in the dashboard and `ray job logs`).
     Ray's private node handle: if an upgrade moves it, the exit is as slow as before."""
     try:
         import ray
 
         node = ray._private.worker._global_node
-        if node is None or not node.head:  # not started here (joined a cluster), or already stopped
+        if node is None:  # already stopped
             return
-        node.kill_monitor(check_alive=False)
+        if node.head:  # started here; a joined cluster's driver only disconnects
+            node.kill_monitor(check_alive=False)
         ray.shutdown()
     except Exception as err:  # noqa: BLE001 - never a reason to fail at exit; Ray's own hook follows
-        logging.getLogger(__name__).debug("embedded Ray not stopped early: %s", err)
+        logging.getLogger(__name__).debug("Ray not left early: %s", err)
 
 
 def check_reachable(address: str, source: str = "RAY_ADDRESS", timeout: float = 5.0) -> None:
