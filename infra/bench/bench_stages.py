@@ -18,8 +18,9 @@ round counts, so that other load on a shared machine hurts as little as possible
               wall time).
   reading     the pages 8 times over as one gzip-per-record WARC (as Common Crawl's), read by
               `iter_html_responses` (records, HTTP headers, charset decoding to str) inflating
-              with ISA-L (the reader's default) and with zlib, and by warcio's ArchiveIterator
-              (records and payload bytes only, no decoding): ms per page.
+              with ISA-L (the reader's default) and with zlib, as the job reads (ISA-L, pages as
+              UTF-8 bytes: checked, not decoded), and by warcio's ArchiveIterator (records and
+              payload bytes only, no decoding): ms per page.
 
     .venv/bin/python infra/bench/bench_stages.py [--rounds 5] [--json]
 """
@@ -157,12 +158,12 @@ def bench_reading(htmls: list[str], rounds: int) -> dict[str, float]:
         pages = [(f"https://bench-{i}.example.org/{k}", h.encode()) for i in range(8) for k, h in enumerate(htmls)]
         write_warc_from_html_pages(path, pages)
 
-        def ours(inflate) -> float:
+        def ours(inflate, utf8: bool = False) -> float:
             framing._inflate, framing._INFLATE_ERRORS = inflate
             try:
                 start = time.process_time()
                 with open(path, "rb") as f:
-                    n = sum(1 for _ in iter_html_responses(f, "bench", WarcReadOptions(), collections.Counter()))
+                    n = sum(1 for _ in iter_html_responses(f, "bench", WarcReadOptions(), collections.Counter(), utf8))
                 assert n == len(pages), n
                 return time.process_time() - start
             finally:
@@ -176,7 +177,7 @@ def bench_reading(htmls: list[str], rounds: int) -> dict[str, float]:
             return time.process_time() - start
 
         runs = {"llmforge (ISA-L)": lambda: ours(isal), "llmforge (zlib)": lambda: ours((zlib, (zlib.error,))),
-                "warcio": warcio}
+                "llmforge (ISA-L, UTF-8)": lambda: ours(isal, utf8=True), "warcio": warcio}
         best = {name: fn() for name, fn in runs.items()}
         for _ in range(rounds - 1):
             for name, fn in runs.items():
