@@ -234,7 +234,7 @@ def main() -> None:
     reading = result["reading_ms_per_page"]
     print(f"reading a gzip-per-record WARC of the pages x8, 1 thread (ms/page, best of {args.rounds} interleaved rounds):")
     for name, ms in reading.items():
-        print(f"  {name:<20} {ms:7.3f}  ({ms / reading['llmforge (ISA-L)']:.2f}x llmforge (ISA-L)'s time)")
+        print(f"  {name:<24} {ms:7.3f}  ({ms / reading['llmforge (ISA-L)']:.2f}x llmforge (ISA-L)'s time)")
 
 
 if __name__ == "__main__":
