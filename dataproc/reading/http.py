@@ -151,7 +151,7 @@ def html_utf8(body: bytes, content_type: str = "") -> bytes:
 
 def is_utf8(data: bytes) -> bool:
     """Whether `data` is valid UTF-8, checked in Arrow's C++ (~5x faster than decoding it)."""
-    offsets = pa.py_buffer(struct.pack("<qq", 0, len(data)))
+    offsets = pa.py_buffer(struct.pack("=qq", 0, len(data)))  # native order, as Arrow reads it
     try:
         pa.LargeStringArray.from_buffers(1, offsets, pa.py_buffer(data)).validate(full=True)
     except pa.ArrowInvalid:
