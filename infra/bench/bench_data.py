@@ -7,6 +7,9 @@ system gets the same parallelism, then runs, one after the other and on the same
 
   llmforge  `llmforge data run` (URL filter, extraction, language, Gopher rep/quality, C4,
             FineWeb, PII) on an embedded Ray with --cores CPUs;
+  llmforge-on-ray  the same command joined to a Ray head of --cores CPUs that is already up
+            (RAY_ADDRESS), as a job under `ray job submit` finds its cluster: a fresh head per
+            run, started and settled before the clock starts;
   plain     infra/bench/plain_loop.py: the same reader, stages and Parquet sink in plain
             Python processes, one per core (no Ray): what the job's functions cost alone;
   datatrove WarcReader -> Trafilatura -> Gopher rep/quality -> C4 -> FineWeb, --cores workers
@@ -62,7 +65,7 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data" / "extraction" / "trafilatura_eval"
 PEER_PY = REPO / ".venv-peer" / "bin" / "python"
 CURATOR_PY = REPO / ".venv-curator" / "bin" / "python"
-SYSTEMS = ("llmforge", "plain", "datatrove", "curator")
+SYSTEMS = ("llmforge", "llmforge-on-ray", "plain", "datatrove", "curator")
 PEERS = ("datatrove", "curator")
 
 
@@ -175,9 +178,13 @@ def export_revision(rev: str, work: Path) -> Path:
     return tree
 
 
-def run_llmforge(inputs: Path, out: Path, cores: int, code: Path = REPO) -> dict:
+def run_llmforge(inputs: Path, out: Path, cores: int, code: Path = REPO, address: dict | None = None) -> dict:
+    """`llmforge data run` on an embedded Ray, or with `address` (RAY_ADDRESS and the head's
+    client environment) on a running one."""
     shutil.rmtree(out, ignore_errors=True)
     env = code_env(code)
+    if address:
+        env.update(address)
     wall, peak, log = timed(
         [str(REPO / ".venv/bin/llmforge"), "data", "run", "--config", str(REPO / "infra/bench/data_first_half.yaml"),
          "--input", str(inputs), "--output", str(out),
@@ -187,6 +194,48 @@ def run_llmforge(inputs: Path, out: Path, cores: int, code: Path = REPO) -> dict
     stats = json.loads((out / "stats.json").read_text())
     return {"wall_s": wall, "peak_bytes": peak, "docs": stats["documents_in"], "kept": stats["documents_out"],
             "digest": documents_digest(out), "functions_s": function_seconds(out), "phases": run_phases(stats, wall)}
+
+
+def run_llmforge_on_ray(inputs: Path, out: Path, cores: int, code: Path = REPO) -> dict:
+    """`llmforge data run` joined to a Ray head that is up before the clock starts, as a job
+    submitted to a running cluster finds it. A fresh head per run, with its dashboard (as a
+    cluster's head has): the run still pays what every job's driver pays, and Ray Data's two
+    actors, which on a long-lived cluster only its first job starts. Peak memory is the
+    driver's process tree only: the head's processes are not its children."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from tests.support.ray_head import ray_head  # a real `ray start --head`, torn down after
+
+    with ray_head(num_cpus=cores) as head:
+        settle(head.process.pid)
+        return run_llmforge(inputs, out, cores, code, {**head.env, "RAY_ADDRESS": head.gcs})
+
+
+def settle(pid: int, idle_cpu_s: float = 0.1, timeout: float = 30.0) -> None:
+    """Wait until a process tree uses under `idle_cpu_s` CPU seconds in a second (a new Ray
+    head's dashboard modules and agents keep starting after it accepts jobs), at most `timeout`."""
+    def cpu() -> float:
+        total = 0.0
+        try:
+            procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+            except psutil.Error:
+                pass
+        return total
+
+    deadline = time.time() + timeout
+    before = cpu()
+    while time.time() < deadline:
+        time.sleep(1.0)
+        now = cpu()
+        if now - before < idle_cpu_s:
+            return
+        before = now
 
 
 def function_seconds(out: Path) -> float:
@@ -348,8 +397,8 @@ def main() -> None:
     args = ap.parse_args()
     if not SHARED.exists():
         raise SystemExit(f"needs {SHARED}")
-    work = Path(args.workdir)
-    runners = {"llmforge": run_llmforge, "plain": run_plain,
+    work = Path(args.workdir).resolve()  # the plain loop links its inputs by this path
+    runners = {"llmforge": run_llmforge, "llmforge-on-ray": run_llmforge_on_ray, "plain": run_plain,
                "datatrove": partial(run_peer, PEER_PY, "peer_datatrove.py"),
                "curator": partial(run_peer, CURATOR_PY, "peer_curator.py")}
     runners = {name: runners[name] for name in choose_systems(args)}
@@ -411,7 +460,7 @@ def main() -> None:
                       + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
 
     # a / b: how many times faster a is than b, by wall time at each size and by per-document cost.
-    pairs = [("llmforge", other) for other in ("plain", "datatrove", "curator")]
+    pairs = [(ours, other) for ours in ("llmforge", "llmforge-on-ray") for other in ("plain", "datatrove", "curator")]
     if before:
         pairs += [("llmforge" + before, "plain" + before), ("llmforge", "llmforge" + before), ("plain", "plain" + before)]
     pairs = [(a, b) for a, b in pairs if a in runs and b in runs]

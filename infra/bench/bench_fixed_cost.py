@@ -137,7 +137,7 @@ def main() -> None:
     args = ap.parse_args()
     if not SHARED.exists():
         raise SystemExit(f"needs {SHARED}")
-    work = Path(args.workdir)
+    work = Path(args.workdir).resolve()  # the plain loop links its inputs by this path
     inputs = work / f"warc-{args.pages}-{args.cores}"
     build_inputs(inputs, args.pages, args.cores)
     codes = {"": REPO}
