@@ -64,13 +64,13 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--workdir", default=str(REPO / "runs" / "compare"))
     args = ap.parse_args()
-    work = Path(args.workdir)
-    inputs = Path(args.input) if args.input else build_sample(work / f"warc-{args.docs}", args.docs)
+    work = Path(args.workdir).resolve()  # the jobs run in each revision's own directory
+    inputs = Path(args.input).resolve() if args.input else build_sample(work / f"warc-{args.docs}", args.docs)
     label = f"@{args.rev[:10]}"
     digests, walls = {}, {}
     for name, code in (("this checkout", REPO), (label, export_revision(args.rev, work))):
         out = work / f"out-{'head' if code == REPO else args.rev[:10]}"
-        walls[name] = run_job(code, args.config, inputs, out, args.cores)
+        walls[name] = run_job(code, str(Path(args.config).resolve()), inputs, out, args.cores)
         digests[name] = job_digests(out)
         print(f"{name}: {walls[name]:.1f} s, {len(digests[name])} outputs digested", flush=True)
     a, b = digests["this checkout"], digests[label]
