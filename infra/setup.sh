@@ -13,4 +13,6 @@ python -c "import torch" 2>/dev/null || pip install -q -c infra/constraints.txt 
 # DeepSpeed builds a pure-Python wheel (no CUDA ops) against the torch above.
 # EXTRAS=test,bench also installs the benchmark peers (infra/bench/run.sh does).
 DS_BUILD_OPS=0 pip install -q -c infra/constraints.txt -e ".[${EXTRAS:-test}]"
+# DeepSpeed compiles its CPU comm op on first use (about a minute on 2 cores): here, once per venv.
+python -m training.ds_ops
 echo "setup: $(python --version), torch $(python -c 'import torch; print(torch.__version__)'), ray $(python -c 'import ray; print(ray.__version__)')"

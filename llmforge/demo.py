@@ -776,7 +776,6 @@ def run_demo(workdir: str | Path = "runs/demo", files: int = 4, docs: int = 400,
     skipping finished ones, and print the summary; returns each step's summary numbers."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "llmforge" / "torch_extensions"))
     work = Path(workdir).resolve()
     ctx = DemoContext(work, options={"files": files, "docs": docs, "data_config": data_config,
                                      "train_config": train_config, "input": input, "use_shared": use_shared,

@@ -66,6 +66,8 @@ def _init_distributed(device: torch.device, store=None) -> tuple[int, int]:
     import deepspeed
     import torch.distributed as dist
 
+    from training.ds_ops import jit_build_env
+
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized() and store is None and "MASTER_PORT" not in os.environ:
         store = rendezvous_store("127.0.0.1", 0, 1, True)
@@ -77,7 +79,8 @@ def _init_distributed(device: torch.device, store=None) -> tuple[int, int]:
     if not dist.is_initialized() and store is not None:
         dist.init_process_group(backend, store=store, rank=int(os.environ["RANK"]),
                                 world_size=int(os.environ["WORLD_SIZE"]))
-    deepspeed.init_distributed(dist_backend=backend)
+    with jit_build_env():  # on CPU it loads the comm op infra/setup.sh built
+        deepspeed.init_distributed(dist_backend=backend)
     return dist.get_rank(), dist.get_world_size()
 
 

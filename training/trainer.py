@@ -10,12 +10,12 @@ the latest checkpoint (Ray Train restores it into the workers; standalone reads 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from llmforge.common.errors import UserError
 from training.config import PretrainConfig, TrainJobConfig, preflight
+from training.ds_ops import torch_extensions_dir
 from training.task import PRETRAIN
 
 from training.checkpoint import STOP_FILE
@@ -29,8 +29,7 @@ def run_dir(cfg: PretrainConfig) -> Path:
 
 def _worker_env() -> dict[str, str]:
     # DeepSpeed JIT-builds small C++ ops on first use; one cache for every worker and rerun.
-    cache = os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "llmforge" / "torch_extensions"))
-    return {"TORCH_EXTENSIONS_DIR": cache, "DS_BUILD_OPS": "0"}
+    return {"TORCH_EXTENSIONS_DIR": torch_extensions_dir(), "DS_BUILD_OPS": "0"}
 
 
 def run_pretrain(cfg: PretrainConfig, standalone: bool = False, log=print,

@@ -111,6 +111,7 @@ def main() -> None:
     if args.child:
         return _child(args)
 
+    from training.ds_ops import torch_extensions_dir
     from training.flops import peak_flops
     from training.model import ModelConfig, count_parameters, flops_per_token
 
@@ -124,8 +125,7 @@ def main() -> None:
         work = Path(tmp)
         _shards(work, args.vocab)
         best: dict[str, dict] = {}
-        env = {**os.environ, "TORCH_EXTENSIONS_DIR": os.environ.get(
-            "TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "llmforge" / "torch_extensions"))}
+        env = {**os.environ, "TORCH_EXTENSIONS_DIR": torch_extensions_dir()}
         for r in range(args.rounds):
             for who in ("plain", "llmforge"):
                 argv = [sys.executable, __file__, "--child", who if who == "plain" else f"llmforge{r}",

@@ -1,7 +1,6 @@
 """A small pretrained base model and generated post-training data, shared by the alignment tests."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,6 @@ def preference_file(tmp_path_factory) -> Path:
     from alignment.synthetic import preference_task, write_jsonl
 
     return write_jsonl(preference_task(480, seed=0), tmp_path_factory.mktemp("align_data") / "pairs.jsonl")
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _torch_extensions():
-    # DeepSpeed JIT-builds its CPU comm op once; keep the build where every test finds it.
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "llmforge" / "torch_extensions"))
 
 
 def align_config(algorithm: str, model: Path, data: Path, out: Path, **sets):

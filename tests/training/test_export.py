@@ -101,8 +101,6 @@ def checkpoints(tmp_path_factory, tokenizer_path) -> Path:
     root = tmp_path_factory.mktemp("ckpts")
     env = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(free_port())}
-    # The same JIT-op cache as training (training/trainer.py): DeepSpeed builds a C++ op once.
-    env.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "llmforge" / "torch_extensions"))
     code = "import sys; from tests.training.test_export import write_checkpoints; write_checkpoints(sys.argv[1])"
     proc = subprocess.run([sys.executable, "-c", code, str(root)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
