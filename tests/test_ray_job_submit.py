@@ -3,19 +3,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-import psutil
 import pytest
 
 from dataproc.synthetic.sample_warc import write_sample_warc
-from tests.support.ray_head import free_port
+from tests.support.ray_head import ray_head as start_head
+from tests.support.ray_head import submit
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -23,56 +20,18 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def ray_head():
-    """A head node (dashboard + job server) in its own process tree, torn down by killing that tree.
-
-    `ray stop` would also kill the test session's own Ray, so it is not used here.
-    """
-    gcs, dashboard, metrics = free_port(), free_port(), free_port()
-    # The session's own Ray already holds the default agent ports; this head needs its own.
-    agent_http, agent_grpc, runtime_env_agent = free_port(), free_port(), free_port()
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
-    head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
-         f"--metrics-export-port={metrics}", f"--dashboard-agent-listen-port={agent_http}",
-         f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={runtime_env_agent}"],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    address = f"http://127.0.0.1:{dashboard}"
-    # Ray 2.60 enables token auth: the job client must send the token too.
-    client_env = {**env, "RAY_AUTH_MODE": "token"}
-    try:
-        deadline = time.time() + 120
-        while subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=client_env,
-                             capture_output=True).returncode != 0:
-            assert head.poll() is None, "ray start --head exited"
-            assert time.time() < deadline, "the job server did not come up in 120 s"
-            time.sleep(1)
-        yield address, client_env, f"http://127.0.0.1:{metrics}/metrics"
-    finally:
-        tree = psutil.Process(head.pid).children(recursive=True)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(head.pid, signal.SIGKILL)
-        for child in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                child.kill()
-        head.wait()
+    """A head node (dashboard + job server) in its own process tree and temp dir, torn down by
+    killing that tree. In its own temp dir, its address file goes with it: a `ray_current_cluster`
+    left in /tmp/ray would send later embedded sessions' State API calls (Ray Train's placement
+    group cleaner) to a dead GCS, 12 s at the end of every training run."""
+    with start_head() as head:
+        yield head.dashboard, head.env, head.metrics_url
 
 
 def _submit(cmd: list[str], env: dict[str, str]) -> str:
     """Submit and wait; the job's log, asserting it succeeded."""
-    deadline = time.time() + 120
-    while True:
-        submit = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
-        # The job server answers before the node's job agent is up ("No available agent").
-        if "No available agent" not in submit.stdout + submit.stderr or time.time() > deadline:
-            break
-        time.sleep(2)
-    log = submit.stdout + submit.stderr
-    assert submit.returncode == 0, log[-3000:]
-    assert "succeeded" in log.lower(), log[-3000:]
-    return log
+    done = submit(cmd, env)
+    return done.stdout + done.stderr
 
 
 # Every metric name a scrape of this module's head returned (the dashboard test reads them).

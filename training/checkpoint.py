@@ -62,10 +62,9 @@ class RayCheckpoints:
         with tempfile.TemporaryDirectory(prefix="llmforge-ckpt-") as tmp:
             save_to(tmp, engine, meta, rank)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
-    def report(self, metrics: dict[str, Any]) -> None:
-        import ray.train
-
+        # Ray Train's controller takes one waiting report per worker each poll (every 2 s);
+        # until it has taken this one, a restart would not know the checkpoint. A second
+        # report waits for that, so a worker that dies later resumes from here.
         ray.train.report(metrics)
 
 
@@ -112,6 +111,3 @@ class LocalCheckpoints:
                 for old in self._finished()[: -self.num_to_keep]:
                     shutil.rmtree(old)
         dist.barrier()
-
-    def report(self, metrics: dict[str, Any]) -> None:
-        pass

@@ -335,10 +335,11 @@ def train_worker(job: dict[str, Any]) -> dict[str, Any]:
         meta = {"step": step, "samples_seen": step * global_batch, "global_batch": global_batch,
                 "world_size": world, "zero_stage": cfg.train.zero_stage, "model": model_cfg.model_dump(),
                 "task": task.name, "model_kind": task.model_kind, **task.meta()}
+        # Rows go to metrics.jsonl and the metrics endpoint; only checkpoints go through
+        # ray.train.report. Ray Train holds one unconsumed report per worker and its controller
+        # takes one per poll (every 2 s), so a report per logged step would stall training.
         if ckpt_now:
             ckpts.save(engine, meta, row, rank)
-        else:
-            ckpts.report(row)
         last = row
         window_start, tokens_since = time.perf_counter(), 0
         window.zero_()
