@@ -141,9 +141,20 @@ class OutputLedger:
     # -- completion -------------------------------------------------------------------------
     def try_finalize(self, key: str) -> bool:
         """Rename `_work/<key>` into `documents/` if its parts cover every row; True if done."""
-        filesystem, unit = self.filesystem, self.unit(key)
+        unit = self.unit(key)
         if unit.done() is not None:
             return True
+        try:
+            return self._finalize_if_complete(key, unit)
+        except OSError:
+            # Two writers of one input (an actor pool spreads a file's blocks) can both see it
+            # complete: the first to finish moves `_work/<key>` away while the other reads it.
+            if unit.done() is not None:
+                return True
+            raise
+
+    def _finalize_if_complete(self, key: str, unit: Step) -> bool:
+        filesystem = self.filesystem
         expected_path = self.expected_path(key)
         if not fs.exists(filesystem, expected_path):
             return False

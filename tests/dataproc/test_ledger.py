@@ -66,6 +66,46 @@ def test_finalize_only_when_complete_and_prepare_clears_partial(tmp_path):
     assert not (tmp_path / "out/_work/b").exists()  # half-written work is deleted, to be redone
 
 
+def test_a_unit_another_writer_finishes_meanwhile_counts_as_done(tmp_path, monkeypatch):
+    """Two writers see the same input complete; the first moves `_work/<key>` away while the
+    second reads its part manifests (the actor-pool race): the second reports it done."""
+    ledger = OutputLedger(str(tmp_path / "out"))
+    fs.write_json_atomic(ledger.filesystem, ledger.expected_path("a"),
+                         {"source": "a.warc.gz", "rows": 10, "reader": {}})
+    _part(ledger, "a", 0, 4, 3)
+    _part(ledger, "a", 5, 9, 5)
+    read_json, raced = fs.read_json, {}
+
+    def read_then_race(filesystem, path):
+        if "_part-" in path and not raced:  # the other writer finishes between list and read
+            raced["other"] = None
+            raced["other"] = OutputLedger(str(tmp_path / "out")).try_finalize("a")
+        return read_json(filesystem, path)
+
+    monkeypatch.setattr(fs, "read_json", read_then_race)
+    assert ledger.try_finalize("a") and raced == {"other": True}
+    stats = json.loads((tmp_path / "out/documents/a/_stats.json").read_text())
+    assert (stats["rows"], stats["kept"]) == (10, 8)
+    assert not (tmp_path / "out/_work/a").exists()
+
+
+def test_a_unit_whose_work_vanishes_unfinished_is_an_error(tmp_path, monkeypatch):
+    ledger = OutputLedger(str(tmp_path / "out"))
+    fs.write_json_atomic(ledger.filesystem, ledger.expected_path("a"),
+                         {"source": "a.warc.gz", "rows": 10, "reader": {}})
+    _part(ledger, "a", 0, 9, 3)
+    read_json = fs.read_json
+
+    def read_after_delete(filesystem, path):
+        if "_part-" in path:
+            (tmp_path / "out/_work/a" / path.rsplit("/", 1)[1]).unlink(missing_ok=True)
+        return read_json(filesystem, path)
+
+    monkeypatch.setattr(fs, "read_json", read_after_delete)
+    with pytest.raises(FileNotFoundError):
+        ledger.try_finalize("a")
+
+
 def test_output_is_tied_to_one_config(tmp_path):
     from dataproc.outputs.ledger import OutputConflictError
 
