@@ -32,13 +32,16 @@ def jit_build_env() -> Iterator[str]:
     and, while inside, this environment's `ninja` first on PATH (torch runs `ninja` from PATH)."""
     os.environ["TORCH_EXTENSIONS_DIR"] = torch_extensions_dir()
     bin_dir = str(Path(sys.executable).parent)
-    path = os.environ.get("PATH", "")
+    path = os.environ.get("PATH")
     if (Path(bin_dir) / "ninja").exists():
         os.environ["PATH"] = os.pathsep.join([bin_dir, path]) if path else bin_dir
     try:
         yield os.environ["TORCH_EXTENSIONS_DIR"]
     finally:
-        os.environ["PATH"] = path
+        if path is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = path
 
 
 def prebuild() -> tuple[str | None, float]:

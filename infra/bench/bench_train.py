@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -111,7 +110,6 @@ def main() -> None:
     if args.child:
         return _child(args)
 
-    from training.ds_ops import torch_extensions_dir
     from training.flops import peak_flops
     from training.model import ModelConfig, count_parameters, flops_per_token
 
@@ -125,13 +123,13 @@ def main() -> None:
         work = Path(tmp)
         _shards(work, args.vocab)
         best: dict[str, dict] = {}
-        env = {**os.environ, "TORCH_EXTENSIONS_DIR": torch_extensions_dir()}
         for r in range(args.rounds):
             for who in ("plain", "llmforge"):
                 argv = [sys.executable, __file__, "--child", who if who == "plain" else f"llmforge{r}",
                         "--work", str(work)] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
                                                 if k not in ("child", "work", "rounds")]
-                out = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO)
+                # The llmforge child finds DeepSpeed's op cache itself (training.ds_ops).
+                out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
                 line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
                 if out.returncode or not line:
                     raise SystemExit(f"{who} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")

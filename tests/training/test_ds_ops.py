@@ -28,3 +28,10 @@ def test_build_runs_this_environments_ninja_then_path_is_restored(monkeypatch):
         assert cache == os.environ["TORCH_EXTENSIONS_DIR"] == ds_ops.torch_extensions_dir()
     assert os.environ["PATH"] == "/usr/bin:/bin"
     assert Path(found) == venv_bin / "ninja"  # DeepSpeed's dependency, installed with the venv
+
+
+def test_an_unset_path_stays_unset(monkeypatch):
+    monkeypatch.delenv("PATH", raising=False)
+    with ds_ops.jit_build_env():
+        assert os.environ["PATH"] == str(Path(sys.executable).parent)
+    assert "PATH" not in os.environ
