@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import math
 import random
+from collections import Counter
 
 import pytest
 from pydantic import ValidationError
@@ -21,7 +22,9 @@ from dataproc.documents.filters.gopher import (
 )
 from dataproc.documents.filters.language import LanguageFilter, LanguageOptions
 from dataproc.documents.filters.pii import PiiOptions, PiiRedactor
-from dataproc.documents.filters.text_utils import count_sentences, find_duplicates, words
+from dataproc.documents.filters import pii as pii_module
+from dataproc.documents.filters import text_utils
+from dataproc.documents.filters.text_utils import count_sentences, find_duplicates, line_runs, paragraphs, words
 from dataproc.documents.filters.url import UrlFilter, UrlFilterOptions, parse_blocklist
 from tests.support.gopher_oracle import find_all_duplicate as _datatrove_find_all_duplicate
 
@@ -58,6 +61,41 @@ def test_words_split_punctuation_and_clitics_like_spacy():
     ]  # fmt: skip
     assert words("well-known #tag") == ["well", "-", "known", "#", "tag"]
     assert words("") == []
+
+
+# Pieces that exercise every branch of the token regex and of the PII patterns, for the
+# random texts below: whitespace of several kinds, clitics, URLs, numbers, addresses, phones.
+_PIECES = [
+    *"abnNtTsSdm'’ .,-_:/0123456789hH\n\t\x1c\x85\u00a0\u2028ſKéß\u0301…\"()[]<>@#+",
+    "http://", "https://x.org/a", "n't", "N’T", "...", "'s", "’re", "O'Brien", "3.14", "1,000",
+    "a@b.co", "x.y@mail.example.org", "logo@2x.png", " 8.8.8.8 ", "192.168.1.1", "1.2.3.4.5",
+    "::1", "2001:4860:4860::8888", "::ffff:8.8.4.4", "a::b", "12:30:45:11:22:33:44",
+    "+49 30 1234567", "+4930123456789", "+1 (212) 555-0100", "(212) 555-0100", "212-555-0100",
+    "212.555.0100", "1-800-555-0199", "555-123 4567", "2023 1234", "\n\n", " the ",
+]  # fmt: skip
+
+
+def _random_texts(seed: int, count: int, max_pieces: int = 16) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(_PIECES) for _ in range(rng.randint(0, max_pieces))) for _ in range(count)]
+
+
+def test_words_chunk_by_chunk_equals_one_regex_pass_over_the_text():
+    # `words` tokenises whitespace-separated chunks and lets all-letter chunks skip the
+    # regex; the definition is the regex over the whole text.
+    def one_pass(text: str) -> list[str]:
+        if "'" in text or "’" in text:
+            text = text_utils._NEGATION_RE.sub(r" \g<0>", text)
+        return text_utils._TOKEN_RE.findall(text)
+
+    for text in _random_texts(0, 20_000):
+        assert words(text) == one_pass(text), repr(text)
+
+
+def test_paragraph_and_line_splits_equal_the_regex_splits():
+    for text in [*_random_texts(1, 3_000), "", "\n", "a\n\n", "\n\nab\n\n\ncd\n", " \n\n x \n\n "]:
+        assert paragraphs(text) == text_utils._PARAGRAPH_RE.split(text.strip()), repr(text)
+        assert line_runs(text) == text_utils._LINE_RUN_RE.split(text), repr(text)
 
 
 def test_count_sentences_skips_abbreviations_and_initials():
@@ -252,6 +290,43 @@ def test_gopher_repetition_matches_datatrove_scan_on_random_texts():
             assert scores[f"gopher_dup_{n}_gram_frac"] == _datatrove_find_all_duplicate(words(text), n) / len(text)
 
 
+def _most_common_chars(tokens: list[str], n: int) -> int:
+    """datatrove's top n-gram score numerator: Counter.most_common over joined n-grams."""
+    grams = [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    if not grams:
+        return 0
+    gram, count = Counter(grams).most_common(1)[0]
+    return len(gram) * count
+
+
+def test_gopher_repetition_ngram_scores_match_the_oracles_on_random_and_repetitive_texts():
+    # Long texts with repeated stretches reach the deep n-gram levels, which are built only
+    # from positions whose shorter n-grams repeat.
+    rng = random.Random(2)
+    options = GopherRepetitionOptions(
+        max_dup_line_frac=None, max_dup_para_frac=None, max_dup_line_char_frac=None,
+        max_dup_para_char_frac=None, top_ngram_max_frac={n: 1.0 for n in (1, 2, 3, 4, 7)},
+        dup_ngram_max_frac={n: 1.0 for n in range(5, 13)},
+    )  # fmt: skip
+    filt = GopherRepetitionFilter(options)
+    vocab = [f"w{i}" for i in range(40)] + ["the", "of", "a"]
+    for trial in range(300):
+        tokens = [rng.choice(vocab[: rng.randint(1, len(vocab))]) for _ in range(rng.randint(0, 200))]
+        for _ in range(trial % 4):  # paste copies of stretches of the text back into it
+            if tokens:
+                start = rng.randrange(len(tokens))
+                stretch = tokens[start : start + rng.randint(1, 30)]
+                at = rng.randrange(len(tokens) + 1)
+                tokens[at:at] = stretch
+        text = " ".join(tokens) or "-"
+        _, scores = check(filt, text)
+        toks = words(text)
+        for n in (1, 2, 3, 4, 7):
+            assert scores[f"gopher_top_{n}_gram_frac"] == _most_common_chars(toks, n) / len(text), (text, n)
+        for n in range(5, 13):
+            assert scores[f"gopher_dup_{n}_gram_frac"] == _datatrove_find_all_duplicate(toks, n) / len(text), (text, n)
+
+
 def test_gopher_repetition_clean_text_passes_and_custom_columns():
     text = (
         "The committee met on Tuesday to review the budget. Members raised concerns about rising costs.\n\n"
@@ -433,6 +508,25 @@ def test_pii_redacts(text, expected, counts):
 )
 def test_pii_leaves_non_pii_alone(text):
     assert rewrite(PII, text) == (text, {"pii_emails": 0.0, "pii_ips": 0.0, "pii_phones": 0.0})
+
+
+def test_pii_guards_hold_for_every_match_of_their_patterns():
+    # Each full pattern runs only where its guard matches: the guard must match wherever
+    # the pattern does, or an address would go unredacted.
+    pairs = [
+        (pii_module.EMAIL_RE, pii_module._EMAIL_GUARD),
+        (pii_module.IPV4_RE, pii_module._IPV4_GUARD),
+        (pii_module.IPV6_RE, pii_module._IPV6_GUARD),
+        (pii_module.PHONE_INTL_RE, pii_module._PHONE_INTL_GUARD),
+        (pii_module.PHONE_NANP_RE, pii_module._PHONE_NANP_GUARD),
+    ]
+    matched = Counter()
+    for text in _random_texts(3, 20_000):
+        for pattern, guard in pairs:
+            for match in pattern.finditer(text):
+                matched[pattern.pattern] += 1
+                assert guard.search(match.group(0)), (pattern.pattern, match.group(0))
+    assert len(matched) == len(pairs)  # every pattern matched something
 
 
 def test_pii_options():

@@ -30,7 +30,9 @@ Repetition rules (fractions of len(text) unless said otherwise):
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from bisect import bisect_left
+from collections import Counter
+from typing import Mapping, NamedTuple
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -270,50 +272,56 @@ def _over(value: float, limit: float | None) -> bool:
 
 
 class _NGramIndex:
-    """Exact integer ids for every n-gram of a token list, built lazily n by n.
+    """The repeated n-grams of a token list, with exact integer ids, built lazily n by n.
 
-    The id of an n-gram is the rank of (id of its (n-1)-gram prefix, id of its last word)
-    among all such pairs, so ids are collision-free and each step is one `np.unique`.
-    First-occurrence positions come with them, which lets the duplicated n-gram scan skip
-    straight to n-grams that occurred before instead of visiting every position in Python.
-    Once some n has no repeated n-gram, no longer n-gram repeats either, and the levels
-    above it are never built (the common case for clean text).
+    Only n-grams that occur more than once matter to both rules (the most frequent one, when
+    none repeats, is simply the first), and an n-gram can repeat only where its (n-1)-gram
+    prefix and its (n-1)-gram suffix both repeat. So level n is built from the start positions
+    of level n-1 whose next position is also there, and keeps those whose n-gram repeats: on
+    ordinary text these thin out within a few words, and each level costs an `np.unique` over
+    what is left instead of over every position. The id of a repeated n-gram is the rank of
+    (id of its prefix, id of its last word) among the candidates' pairs, so ids are
+    collision-free. Once a level has no repeated n-gram the levels above it are empty too.
     """
 
-    def __init__(self, tokens: list[str], vocabulary: Iterable[str] | None = None):
-        """`vocabulary`: the distinct tokens in order of first appearance, when known."""
+    def __init__(self, tokens: list[str], counts: Mapping[str, int] | None = None):
+        """`counts`: occurrences per distinct token in order of first appearance, when known."""
         n = self.n_tokens = len(tokens)
+        counts = Counter(tokens) if counts is None else counts
         # Word ids in order of first appearance; map() keeps the per-token work in C.
-        index = {w: i for i, w in enumerate(dict.fromkeys(tokens) if vocabulary is None else vocabulary)}
+        index = {w: i for i, w in enumerate(counts)}
         self.word_ids = np.fromiter(map(index.__getitem__, tokens), dtype=np.int64, count=n)
         self.vocab_size = max(len(index), 1)
         lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=n)
         self.char_cum = np.concatenate(([0], np.cumsum(lengths)))
-        # n -> (id per start position, first start position of each id)
-        self._levels: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._distinct_from: int | None = None  # smallest n whose n-grams are all distinct
+        # n -> _Repeats of the n-grams that occur more than once
+        self._levels: dict[int, _Repeats] = {}
         if n:
+            word_counts = np.fromiter(counts.values(), dtype=np.int64, count=len(index))
             # Ids grow at each first appearance, so those positions are where a new maximum starts.
             running_max = np.maximum.accumulate(self.word_ids)
             first = np.flatnonzero(np.concatenate(([True], self.word_ids[1:] > running_max[:-1])))
-            self._add_level(1, self.word_ids, first)
+            positions = np.flatnonzero(word_counts[self.word_ids] > 1)
+            self._levels[1] = _Repeats(positions, self.word_ids[positions], word_counts, first)
 
-    def _add_level(self, n: int, ids: np.ndarray, first: np.ndarray) -> None:
-        self._levels[n] = (ids, first)
-        if len(first) == len(ids) and self._distinct_from is None:
-            self._distinct_from = n
-
-    def _all_distinct(self, n: int) -> bool:
-        return self._distinct_from is not None and n >= self._distinct_from
-
-    def _ids(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _repeats(self, n: int) -> _Repeats:
         k = max(self._levels)
         while k < n:
-            prev, _ = self._levels[k]
-            pairs = prev[:-1] * self.vocab_size + self.word_ids[k:]
-            _, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+            prev = self._levels[k]
             k += 1
-            self._add_level(k, inverse.reshape(-1), first)
+            if prev.positions.size == 0:  # nothing repeats from here on; only `positions` is read
+                self._levels[k] = prev
+                continue
+            # Candidates: a repeated (k-1)-gram at i whose suffix, the (k-1)-gram at i + 1, repeats.
+            repeated = np.zeros(self.n_tokens + 1, dtype=bool)
+            repeated[prev.positions] = True
+            keep = repeated[prev.positions + 1]
+            positions = prev.positions[keep]
+            pairs = prev.ids[keep] * self.vocab_size + self.word_ids[positions + (k - 1)]
+            _, first, ids, counts = np.unique(pairs, return_index=True, return_inverse=True, return_counts=True)
+            ids = ids.reshape(-1)
+            kept = counts[ids] > 1
+            self._levels[k] = _Repeats(positions[kept], ids[kept], counts, positions[first])
         return self._levels[n]
 
     def _chars(self, start: int, n: int) -> int:
@@ -326,13 +334,12 @@ class _NGramIndex:
         """
         if n > self.n_tokens:
             return 0
-        if self._all_distinct(n):
+        rep = self._repeats(n)
+        if rep.positions.size == 0:  # every n-gram occurs once: the first one wins
             return self._chars(0, n) + n - 1
-        ids, first = self._ids(n)
-        counts = np.bincount(ids)
-        tied = np.flatnonzero(counts == counts.max())
-        start = int(first[tied].min())
-        return int(counts[tied[0]]) * (self._chars(start, n) + n - 1)
+        tied = np.flatnonzero(rep.counts == rep.counts.max())
+        start = int(rep.first[tied].min())
+        return int(rep.counts[tied[0]]) * (self._chars(start, n) + n - 1)
 
     def duplicated_chars(self, n: int) -> int:
         """Characters (words concatenated) of n-grams already seen, scanning left to right.
@@ -340,25 +347,39 @@ class _NGramIndex:
         datatrove's `find_all_duplicate`: at a repeat, count it and jump n tokens ahead, so
         overlapping repeats are not counted twice; jumped-over n-grams are never recorded.
         Positions that are an n-gram's first occurrence are always new and always recorded,
-        so only positions where the n-gram occurred earlier need the sequential logic.
+        so only positions where the n-gram occurred earlier need the sequential logic; and
+        an n-gram that occurs once is never looked up, so only repeated ones are recorded.
         """
-        if n > self.n_tokens or self._all_distinct(n):
+        if n > self.n_tokens:
             return 0
-        ids, first = self._ids(n)
-        repeats = np.flatnonzero(first[ids] < np.arange(len(ids)))
-        if repeats.size == 0:
+        rep = self._repeats(n)
+        later = np.flatnonzero(rep.first[rep.ids] < rep.positions)
+        if later.size == 0:
             return 0
-        ids_list = ids.tolist()
+        positions = rep.positions.tolist()
+        ids = rep.ids.tolist()
         seen: set[int] = set()
         pos = repeated = 0
-        for r in repeats.tolist():
+        recorded = 0  # index into positions of the first one not yet recorded or jumped
+        for j in later.tolist():
+            r = positions[j]
             if r < pos:
                 continue
-            seen.update(ids_list[pos:r])
-            if ids_list[r] in seen:
+            recorded = bisect_left(positions, pos, recorded)
+            seen.update(ids[recorded:j])
+            if ids[j] in seen:
                 repeated += self._chars(r, n)
                 pos = r + n
             else:
-                seen.add(ids_list[r])
+                seen.add(ids[j])
                 pos = r + 1
         return repeated
+
+
+class _Repeats(NamedTuple):
+    """The n-grams of one size that occur more than once."""
+
+    positions: np.ndarray  # their start positions, ascending
+    ids: np.ndarray  # the n-gram id at each of those positions
+    counts: np.ndarray  # occurrences per id (ids of n-grams that occur once included)
+    first: np.ndarray  # first start position per id
