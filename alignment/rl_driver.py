@@ -201,6 +201,7 @@ class ActorGroups:
         import ray
         from ray.util.placement_group import placement_group
 
+        from llmforge.common.ray_session import check_embedded_fit
         from training.trainer import _worker_env
 
         self.algorithm, self.cfg, self.out, self.log = algorithm, cfg, out, log
@@ -231,6 +232,8 @@ class ActorGroups:
         sharing = {b: sum(1 for v in where.values() if v == b) for b in range(len(bundles))}
         self.where = {name: (b, 1.0 / sharing[b]) for name, b in where.items()}
         self.bundles = bundles
+        check_embedded_fit(bundles, "scaling.num_workers / cpus_per_worker, rollout.actors, placement.actor_cpus "
+                                    "or use_gpu, or set placement.colocate")
         self.pg = placement_group(bundles, strategy=p.strategy)
         try:
             ray.get(self.pg.ready(), timeout=300)

@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from llmforge.common import ray_session
+from llmforge.common.errors import UserError
 from llmforge.common.ray_session import warm_workers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,6 +98,8 @@ JOINED_DRIVER = textwrap.dedent("""
     ray_session.init_ray(address=sys.argv[1])
     answer = ray.get(ray.remote(lambda: 6 * 7).remote())
     head = ray._private.worker._global_node.head
+    # A joined cluster may grow (autoscaling): a group larger than it is now is left to Ray.
+    ray_session.check_embedded_fit([{"CPU": 1}] * 64, "scaling.num_workers")
     ray_session._leave_ray()
     print(json.dumps({"answer": answer, "head": head, "still_up": ray.is_initialized()}))
 """)
@@ -111,6 +114,16 @@ def test_a_driver_that_joined_a_cluster_leaves_it_running(ray_local):
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen == {"answer": 42, "head": False, "still_up": False}  # disconnected, nothing stopped
     assert ray_local.get(ray_local.remote(lambda: 1).remote(), timeout=60) == 1  # the cluster is up
+
+
+def test_a_group_larger_than_the_embedded_ray_stops_naming_the_keys(ray_local):
+    # The tests' Ray is embedded (started in this process) with 2 CPUs and no GPU.
+    ray_session.check_embedded_fit([{"CPU": 1}] * 2, "scaling.num_workers")  # fits exactly
+    ray_session.check_embedded_fit([{"CPU": 0.5}] * 4, "scaling.num_workers")
+    with pytest.raises(UserError, match=r"3 worker\(s\) need 3 CPU \(has 2\) .*lower scaling.num_workers, or run"):
+        ray_session.check_embedded_fit([{"CPU": 1}] * 3, "scaling.num_workers")
+    with pytest.raises(UserError, match=r"need 1 GPU \(has 0\)"):
+        ray_session.check_embedded_fit([{"CPU": 1, "GPU": 1}], "scaling.use_gpu")
 
 
 class _FakeNode:

@@ -74,7 +74,7 @@ def _fit(cfg: TrainJobConfig, job: dict[str, Any], log) -> dict[str, Any]:
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from llmforge.common.ray_session import init_ray
+    from llmforge.common.ray_session import check_embedded_fit, init_ray
     from training.loop import train_worker
 
     init_ray()
@@ -82,6 +82,8 @@ def _fit(cfg: TrainJobConfig, job: dict[str, Any], log) -> dict[str, Any]:
     resources = {"CPU": cfg.scaling.cpus_per_worker, **cfg.scaling.resources_per_worker}
     if cfg.scaling.use_gpu:
         resources["GPU"] = 1
+    check_embedded_fit([resources] * cfg.scaling.num_workers,
+                       "scaling.num_workers / cpus_per_worker / resources_per_worker / use_gpu")
     trainer = TorchTrainer(
         train_worker,
         train_loop_config=job,

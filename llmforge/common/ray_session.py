@@ -197,6 +197,31 @@ def check_reachable(address: str, source: str = "RAY_ADDRESS", timeout: float = 
                         f"`ray start --head`, or unset {source} to run on an embedded local Ray") from None
 
 
+def check_embedded_fit(bundles: Sequence[dict[str, float]], keys: str) -> None:
+    """Stop with a UserError naming `keys` when the resources of `bundles` (one per worker or
+    actor) exceed an embedded Ray's: that node is the whole cluster and nothing will be added,
+    yet Ray Train retries starting a worker group that does not fit without limit (one try a
+    minute), and a placement group waits. A joined cluster may autoscale: left to Ray there.
+    Needs Ray initialised; Ray's private node handle tells whether this process started it."""
+    import ray
+
+    from llmforge.common.errors import UserError
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is None or not getattr(node, "head", False):
+        return
+    needed: dict[str, float] = {}
+    for bundle in bundles:
+        for name, amount in bundle.items():
+            needed[name] = needed.get(name, 0.0) + amount
+    have = ray.cluster_resources()
+    short = {name: amount for name, amount in needed.items() if amount > have.get(name, 0.0) + 1e-9}
+    if short:
+        wants = ", ".join(f"{amount:g} {name} (has {have.get(name, 0.0):g})" for name, amount in short.items())
+        raise UserError(f"{len(bundles)} worker(s) need {wants} on this machine's embedded Ray; "
+                        f"lower {keys}, or run on a cluster with RAY_ADDRESS / `ray job submit`")
+
+
 def cluster_cpus() -> int:
     """CPUs of the connected Ray cluster (at least 1), e.g. to size an actor pool or a shuffle.
     Needs Ray initialised; an autoscaling cluster reports what it has now."""

@@ -272,6 +272,19 @@ def test_bad_inputs_are_refused_before_any_actor_starts(arithmetic, base_model, 
         rl_config("grpo", sft, prompts, tmp_path / "o")
 
 
+def test_actor_groups_larger_than_the_embedded_ray_stop_before_any_actor_starts(ray_local, arithmetic, tmp_path):
+    # A placement group that one machine cannot hold would wait 300 s before failing.
+    from alignment.rl_driver import ActorGroups
+    from llmforge.common.errors import UserError
+
+    sft, prompts = arithmetic
+    cfg = rl_config("grpo", sft, prompts, tmp_path / "big", **{"reward.function": "math", "scaling.num_workers": 3})
+    groups_before = len(ray_local.util.placement_group_table())
+    with pytest.raises(UserError, match=r"need \d+ CPU \(has 2\).*scaling.num_workers.*rollout.actors"):
+        ActorGroups("grpo", cfg, tmp_path / "big")
+    assert len(ray_local.util.placement_group_table()) == groups_before  # none was created
+
+
 def failing_reward(completion: str, row: dict) -> float:
     raise ValueError(f"cannot parse {completion[:5]!r}")
 

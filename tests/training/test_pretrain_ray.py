@@ -7,6 +7,7 @@ import json
 import pytest
 
 from llmforge.common.config import validate_config
+from llmforge.common.errors import UserError
 from tests.support.faults import KillOnce
 from training.config import PretrainConfig
 from training.trainer import read_metrics, run_pretrain
@@ -38,6 +39,14 @@ def reference_run(ray_local, text_shards, tmp_path_factory):
     shards, _ = text_shards
     run_pretrain(_config(shards, root, "ref", schedule="constant", max_steps=12, zero_stage=2), log=lambda *_: None)
     return _losses(root / "ref")
+
+
+def test_more_workers_than_the_embedded_ray_has_cpus_stop_before_any_work(ray_local, text_shards, tmp_path):
+    # Ray Train would retry starting a worker group of 3 on 2 CPUs without limit.
+    shards, _ = text_shards
+    with pytest.raises(UserError, match=r"3 worker\(s\) need 3 CPU \(has 2\).*scaling.num_workers"):
+        run_pretrain(_config(shards, tmp_path, "too-many", workers=3), log=lambda *_: None)
+    assert not (tmp_path / "too-many" / "metrics.jsonl").exists()  # no step ran
 
 
 def test_killed_worker_restarts_from_the_last_checkpoint(reference_run, text_shards, tmp_path):
