@@ -45,7 +45,7 @@ def test_more_workers_than_the_embedded_ray_has_cpus_stop_before_any_work(ray_lo
     # Ray Train would retry starting a worker group of 3 on 2 CPUs without limit.
     shards, _ = text_shards
     with pytest.raises(UserError, match=r"3 worker\(s\) need 3 CPU \(has 2\).*scaling.num_workers"):
-        run_pretrain(_config(shards, tmp_path, "too-many", workers=3), log=lambda *_: None)
+        run_pretrain(_config(shards, tmp_path, "too-many", workers=3, global_batch_size=12), log=lambda *_: None)
     assert not (tmp_path / "too-many" / "metrics.jsonl").exists()  # no step ran
 
 
