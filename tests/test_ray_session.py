@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -29,7 +31,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # imports and one that does not exist, runs a task, then stops Ray as its exit does, and
 # reports what it saw.
 EMBEDDED_DRIVER = textwrap.dedent("""
-    import json, sys
+    import json, os, sys
     import ray
     from llmforge.common import ray_session
 
@@ -40,17 +42,26 @@ EMBEDDED_DRIVER = textwrap.dedent("""
     answer = ray.get(ray.remote(lambda: 6 * 7).remote())
     node = ray._private.worker._global_node
     url = node.webui_url
-    status = None
+    status = state_api = None
     if dashboard:  # any HTTP answer is the dashboard's (401 where Ray's token auth is on)
         import urllib.error, urllib.request
         try:
             status = urllib.request.urlopen(f"http://{url}/api/version", timeout=30).status
         except urllib.error.HTTPError as err:
             status = err.code
+
+        @ray.remote
+        def own_actors():  # Ray's State API in a worker, as Ray Train's controller calls it
+            from ray.util.state import list_actors
+            return len(list_actors(timeout=20))
+
+        state_api = ray.get(own_actors.remote(), timeout=120)
+    worker_address = ray.get(ray.remote(lambda: os.environ.get("RAY_ADDRESS")).remote())
     pids = {kind: [info.process.pid for info in infos] for kind, infos in node.all_processes.items()}
     ray_session._leave_ray()
     print(json.dumps({"preloaded": preloaded, "answer": answer, "url": url, "status": status, "pids": pids,
-                      "still_up": ray.is_initialized()}))
+                      "still_up": ray.is_initialized(), "state_api": state_api, "gcs": node.gcs_address,
+                      "worker_address": worker_address, "driver_address": os.environ.get("RAY_ADDRESS")}))
 """)
 
 
@@ -63,20 +74,32 @@ def _running(pid: int) -> bool:
 
 @pytest.mark.parametrize("dashboard", ["dashboard", "no-dashboard"])
 def test_embedded_ray_starts_without_monitor_preloads_modules_and_its_exit_stops_every_process(dashboard):
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Ray's temp dir holds what a crashed `ray start` leaves: its address file naming a dead GCS.
+    # (A short path: Ray's socket paths under it must stay within the 107-byte AF_UNIX limit.)
+    ray_tmp = tempfile.mkdtemp(prefix="lf", dir="/tmp")
+    os.makedirs(os.path.join(ray_tmp, "ray"))
+    with open(os.path.join(ray_tmp, "ray", "ray_current_cluster"), "w") as f:
+        f.write("127.0.0.1:1")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": ray_tmp}
     env.pop("RAY_ADDRESS", None)
-    out = subprocess.run([sys.executable, "-c", EMBEDDED_DRIVER, dashboard], capture_output=True, text=True,
-                         env=env, cwd=REPO, timeout=300)
+    try:
+        out = subprocess.run([sys.executable, "-c", EMBEDDED_DRIVER, dashboard], capture_output=True, text=True,
+                             env=env, cwd=REPO, timeout=300)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert out.returncode == 0, out.stderr[-3000:]
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen["preloaded"]  # and the module that does not exist did not fail the start
     assert seen["answer"] == 42
     assert not seen["still_up"]
+    # Workers reach their own GCS, not the one the stale file names; the driver's env is untouched.
+    assert seen["worker_address"] == seen["gcs"] and seen["driver_address"] is None
     started = set(seen["pids"])
     assert {"raylet", "gcs_server", "log_monitor"} <= started and "monitor" not in started
     if dashboard == "dashboard":  # up and answering when the start returns, as with Ray's own start
         assert "dashboard" in started and seen["url"]
         assert seen["status"] in (200, 401)
+        assert seen["state_api"] >= 0  # answered by this node (the stale address would time out)
     else:  # Ray's own start would run its API server in minimal mode, serving nothing a job uses
         assert "dashboard" not in started and not seen["url"]
     pids = [pid for kind in seen["pids"].values() for pid in kind]
@@ -137,6 +160,8 @@ class _FakeNode:
         self.dashboard_fails = dashboard_fails
         self.raylet_started = threading.Event()
         self.steps: list[str] = []
+        self.gcs_address = "10.1.2.3:6379"
+        self.raylet_env: str | None = None
 
     def start_head_processes(self):
         self.steps.append("gcs")
@@ -152,14 +177,22 @@ class _FakeNode:
 
     def start_ray_processes(self):
         self.steps.append("raylet")
+        self.raylet_env = os.environ.get("RAY_ADDRESS")  # what a process spawned here inherits
         self.raylet_started.set()
 
 
-def test_embedded_head_starts_the_raylet_beside_the_dashboard_without_a_monitor():
+@pytest.mark.parametrize("before", [None, "127.0.0.1:1"])
+def test_embedded_head_starts_the_raylet_beside_the_dashboard_without_a_monitor(monkeypatch, before):
+    if before is None:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", before)
     node = ray_session._embedded_head_class(_FakeNode)()
     node.start_head_processes()
     node.start_ray_processes()
     assert node.steps == ["gcs", "raylet", "dashboard up"]  # Ray's order: gcs, monitor, dashboard up, raylet
+    assert node.raylet_env == "10.1.2.3:6379"  # the raylet and its workers know their own GCS
+    assert os.environ.get("RAY_ADDRESS") == before  # the driver's environment is as it was
 
 
 def test_embedded_head_raises_the_dashboards_failure_where_ray_would():

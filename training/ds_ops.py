@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from llmforge.common.environ import env_restored
+
 
 def torch_extensions_dir() -> str:
     """TORCH_EXTENSIONS_DIR if set, else a per-environment directory under ~/.cache/llmforge."""
@@ -32,16 +34,11 @@ def jit_build_env() -> Iterator[str]:
     and, while inside, this environment's `ninja` first on PATH (torch runs `ninja` from PATH)."""
     os.environ["TORCH_EXTENSIONS_DIR"] = torch_extensions_dir()
     bin_dir = str(Path(sys.executable).parent)
-    path = os.environ.get("PATH")
-    if (Path(bin_dir) / "ninja").exists():
-        os.environ["PATH"] = os.pathsep.join([bin_dir, path]) if path else bin_dir
-    try:
+    with env_restored("PATH"):
+        if (Path(bin_dir) / "ninja").exists():
+            path = os.environ.get("PATH")
+            os.environ["PATH"] = os.pathsep.join([bin_dir, path]) if path else bin_dir
         yield os.environ["TORCH_EXTENSIONS_DIR"]
-    finally:
-        if path is None:
-            os.environ.pop("PATH", None)
-        else:
-            os.environ["PATH"] = path
 
 
 def prebuild() -> tuple[str | None, float]:

@@ -13,6 +13,8 @@ import os
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
+from llmforge.common.environ import env_restored
+
 
 def init_ray(
     address: str | None = None,
@@ -130,7 +132,14 @@ def _embedded_head_class(base: type) -> type:
 
         def start_ray_processes(self) -> None:
             try:
-                super().start_ray_processes()
+                # The raylet, hence every worker, inherits this node's GCS address: Ray's State
+                # API (which Ray Train's controller calls) finds its cluster by RAY_ADDRESS,
+                # else by <temp dir>/ray_current_cluster, the last `ray start`'s head: a dead
+                # one after a crash (each call then times out after 40 s) or another live one.
+                # The driver's own environment is left as it was.
+                with env_restored("RAY_ADDRESS"):
+                    os.environ["RAY_ADDRESS"] = self.gcs_address
+                    super().start_ray_processes()
             finally:
                 if self._dashboard_started is not None:
                     self._dashboard_started.wait()
