@@ -312,10 +312,10 @@ class _NGramIndex:
             if prev.positions.size == 0:  # nothing repeats from here on; only `positions` is read
                 self._levels[k] = prev
                 continue
-            # Candidates: a repeated (k-1)-gram at i whose suffix, the (k-1)-gram at i + 1, repeats.
-            repeated = np.zeros(self.n_tokens + 1, dtype=bool)
-            repeated[prev.positions] = True
-            keep = repeated[prev.positions + 1]
+            # Candidates: a repeated (k-1)-gram at i whose suffix, the (k-1)-gram at i + 1, repeats;
+            # positions are ascending and distinct, so i + 1 is there when it comes next.
+            keep = np.zeros(prev.positions.size, dtype=bool)
+            keep[:-1] = prev.positions[1:] == prev.positions[:-1] + 1
             positions = prev.positions[keep]
             pairs = prev.ids[keep] * self.vocab_size + self.word_ids[positions + (k - 1)]
             _, first, ids, counts = np.unique(pairs, return_index=True, return_inverse=True, return_counts=True)
