@@ -29,7 +29,12 @@ def ray_local():
     if ray.is_initialized():  # a job run in this process started its own (init_ray); use ours
         ray.shutdown()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from dataproc.config import ExecutionConfig
+
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
+    # Shuffles (groupby, dedup joins) as `llmforge data run` runs them: Ray's default strategy
+    # starts fresh worker processes for every shuffle, seconds each on 2 CPUs.
+    ctx.shuffle_strategy = ExecutionConfig.model_fields["shuffle_strategy"].default
     yield ray
     ray.shutdown()

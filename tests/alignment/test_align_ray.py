@@ -35,14 +35,21 @@ def test_killed_dpo_worker_resumes_on_the_same_curve(ray_local, base_model, few_
     preference_file = few_pairs
 
     quiet = dict(log=lambda *_: None)
+    # The uninterrupted curve: the same global batches standalone in this process (1 worker x 2
+    # accumulation steps = 2 workers x 1, up to reduction order), with no worker group to start.
     ref = tmp_path / "ref"
-    run_align("dpo", align_config("dpo", base_model, preference_file, ref, **SETS), **quiet)
+    run_align("dpo", align_config("dpo", base_model, preference_file, ref, **{**SETS, "scaling.num_workers": 1}),
+              standalone=True, **quiet)
     killed = tmp_path / "killed"
     run_align("dpo", align_config("dpo", base_model, preference_file, killed, **SETS), **quiet,
               step_hooks=[KillOnce(step=5, rank=1)])  # before step 6, once
     assert (killed / "fault_injected").read_text() == "5"
     steps = [json.loads(x)["step"] for x in (killed / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 4, 5, 6, 7, 8], steps  # restarted from checkpoint 3
+    rows = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
+    first, again = {r["step"]: r["loss"] for r in rows[:5]}, {r["step"]: r["loss"] for r in rows[5:7]}
+    for step in (4, 5):  # restored from checkpoint 3, the same computation again
+        assert again[step] == pytest.approx(first[step], abs=1e-6), (step, again[step], first[step])
     expected, resumed = _losses(ref), _losses(killed)
     assert resumed.keys() == expected.keys()
     for step, loss in expected.items():

@@ -160,24 +160,14 @@ def test_exact_normalisation():
 
 
 # ---------------------------------------------------------------------------------------------
-# Ray plans. Sort-based shuffle: on a 2-CPU local Ray the default hash shuffle starts fresh
-# worker processes for every shuffle (seconds each); results do not depend on the strategy.
-
-
-@pytest.fixture(scope="module")
-def ray_dedup(ray_local):
-    ctx = ray_local.data.DataContext.get_current()
-    old = ctx.shuffle_strategy
-    ctx.shuffle_strategy = "sort_shuffle_pull_based"
-    yield ray_local
-    ctx.shuffle_strategy = old
+# Ray plans (the session's Ray shuffles as the data job does: tests/conftest.py).
 
 
 def _dataset(ray, rows: list[dict], blocks: int = 2):
     return sliced_dataset(ray, pa.Table.from_pylist(rows), blocks)
 
 
-def test_exact_duplicates_keep_earliest_then_smallest_id(ray_dedup):
+def test_exact_duplicates_keep_earliest_then_smallest_id(ray_local):
     from dataproc.corpus.dedup.exact import exact_duplicates
 
     rows = [
@@ -191,11 +181,11 @@ def test_exact_duplicates_keep_earliest_then_smallest_id(ray_dedup):
         {"id": "d1", "date": "2020-01-01T00:00:00Z", "text": "", "drop_reason": "gopher:too_short"},
         {"id": "d2", "date": "2020-01-01T00:00:00Z", "text": "", "drop_reason": "gopher:too_short"},
     ]
-    out = {r["id"]: r["duplicate_of"] for r in exact_duplicates(_dataset(ray_dedup, rows), partitions=3).take_all()}
+    out = {r["id"]: r["duplicate_of"] for r in exact_duplicates(_dataset(ray_local, rows), partitions=3).take_all()}
     assert out == {"a": None, "b": "a", "c": "a", "0": "a", "u1": None, "x1": None, "x0": "x1", "d1": None, "d2": None}
 
 
-def test_exact_duplicates_equal_a_plain_reference(ray_dedup):
+def test_exact_duplicates_equal_a_plain_reference(ray_local):
     """On a generated corpus with planted copies (case and punctuation changed, undated ones,
     dropped rows, groups spread over blocks), every row's `duplicate_of` equals a plain
     Python grouping by normalised-text hash: keeper = smallest (date or '~'*20, id)."""
@@ -226,7 +216,7 @@ def test_exact_duplicates_equal_a_plain_reference(ray_dedup):
         keeper = min(members, key=rank)
         expected.update({r["id"]: keeper["id"] for r in members if r is not keeper})
     assert sum(v is not None for v in expected.values()) > 300
-    out = exact_duplicates(_dataset(ray_dedup, rows, blocks=5), partitions=3).take_all()
+    out = exact_duplicates(_dataset(ray_local, rows, blocks=5), partitions=3).take_all()
     assert len(out) == len(rows)
     assert {r["id"]: r["duplicate_of"] for r in out} == expected
 
@@ -238,7 +228,7 @@ def _components(rows) -> set[frozenset]:
     return {frozenset(g) for g in groups.values()}
 
 
-def test_connected_components_hand_made_graph(ray_dedup):
+def test_connected_components_hand_made_graph(ray_local):
     from dataproc.corpus.dedup.lsh import connected_components
 
     chain = [(f"c{i:02d}", f"c{i + 1:02d}") for i in range(20)]  # path c00 - c20
@@ -247,7 +237,7 @@ def test_connected_components_hand_made_graph(ray_dedup):
     misc = [("p", "q"), ("q", "p"), ("z", "z"), ("m2", "m1"), ("m3", "m1"), ("m3", "m2")]  # dup, loop, cycle
     bridge = [("c20", "r00")]  # joins the two chains
     edges = chain + rev_chain + star + misc + bridge
-    ds = _dataset(ray_dedup, [{"doc_a": a, "doc_b": b} for a, b in edges], blocks=3)
+    ds = _dataset(ray_local, [{"doc_a": a, "doc_b": b} for a, b in edges], blocks=3)
     stats: dict = {}
     rows = connected_components(ds, partitions=3, stats=stats).take_all()
     expected = {
@@ -271,7 +261,7 @@ def _clusters(rows: list[dict]) -> list[list[int]]:
     return list(groups.values())
 
 
-def test_lsh_recall_and_precision_against_exact_jaccard(ray_dedup, corpus):
+def test_lsh_recall_and_precision_against_exact_jaccard(ray_local, corpus):
     """Recall: of all pairs with exact J >= 0.8, the share the clusters put together.
     Precision: of all pairs inside a cluster (transitively, as removal works), the share with
     exact J >= 0.5. FineWeb's 14x8 bands put a pair together with probability
@@ -282,7 +272,7 @@ def test_lsh_recall_and_precision_against_exact_jaccard(ray_dedup, corpus):
 
     docs, exact = corpus
     stats: dict = {}
-    ds = _dataset(ray_dedup, docs).materialize()
+    ds = _dataset(ray_local, docs).materialize()
     out = minhash_duplicates(ds, MinHashOptions(partitions=3), stats=stats).take_all()
     by_id = {r["id"]: r for r in out}
     rows = [by_id[d["id"]] for d in docs]
@@ -300,11 +290,11 @@ def test_lsh_recall_and_precision_against_exact_jaccard(ray_dedup, corpus):
     assert stats["cc_rounds"] <= 4
 
 
-def test_jaccard_threshold_verification_drops_weak_pairs(ray_dedup, corpus):
+def test_jaccard_threshold_verification_drops_weak_pairs(ray_local, corpus):
     from dataproc.corpus.dedup.lsh import candidate_edges
 
     docs, exact = corpus
-    ds = _dataset(ray_dedup, docs).materialize()
+    ds = _dataset(ray_local, docs).materialize()
     edges = candidate_edges(ds, MinHashOptions(partitions=3, jaccard_threshold=0.85)).take_all()
     index = {d["id"]: i for i, d in enumerate(docs)}
     pairs = {tuple(sorted((index[e["doc_a"][20:]], index[e["doc_b"][20:]]))) for e in edges}
@@ -315,7 +305,7 @@ def test_jaccard_threshold_verification_drops_weak_pairs(ray_dedup, corpus):
     assert len(strong & pairs) >= 0.9 * len(strong)
 
 
-def test_mark_duplicates_broadcast_equals_shuffle_join(ray_dedup, corpus, monkeypatch):
+def test_mark_duplicates_broadcast_equals_shuffle_join(ray_local, corpus, monkeypatch):
     """The broadcast join (small components) and the shuffle join (large ones) mark the same
     documents with the same representatives; an existing `duplicate_of` wins in both."""
     from dataproc.corpus.dedup import lsh
@@ -323,7 +313,7 @@ def test_mark_duplicates_broadcast_equals_shuffle_join(ray_dedup, corpus, monkey
     from dataproc.corpus.dedup.marking import BROADCAST_BYTES, mark_duplicates
 
     docs, _ = corpus
-    ds = _dataset(ray_dedup, docs).map_batches(with_rank_key, batch_format="pyarrow")
+    ds = _dataset(ray_local, docs).map_batches(with_rank_key, batch_format="pyarrow")
     ds = ds.map_batches(lambda t: t.append_column("duplicate_of", pa.array(
         ["x" if i.endswith("7") else None for i in t.column("id").to_pylist()], pa.string())), batch_format="pyarrow")
     ds = ds.materialize()
@@ -338,7 +328,7 @@ def test_mark_duplicates_broadcast_equals_shuffle_join(ray_dedup, corpus, monkey
     assert sum(d is not None and d != "x" for _, d in results[0]) > 50
 
 
-def test_candidate_edges_join_the_same_documents_as_the_band_buckets(ray_dedup, corpus):
+def test_candidate_edges_join_the_same_documents_as_the_band_buckets(ray_local, corpus):
     """The band shuffle names documents by a 16-byte hash and the edges come back as rank keys:
     the edges' components equal those of grouping the band keys in memory (by rank key), also
     with one document present twice (same id and date: one node) and one dropped row."""
@@ -349,7 +339,7 @@ def test_candidate_edges_join_the_same_documents_as_the_band_buckets(ray_dedup, 
     rows = [dict(d, drop_reason=None) for d in docs] + [dict(docs[1], drop_reason=None)]
     rows[0] = dict(rows[0], drop_reason="language:low_score")
     opts = MinHashOptions(partitions=3)
-    ds = _dataset(ray_dedup, rows, blocks=3).materialize()
+    ds = _dataset(ray_local, rows, blocks=3).materialize()
     band_table = lsh.band_rows(pa.Table.from_pylist(rows[:50]), opts)
     assert band_table.schema.field(lsh.DOC).type == pa.binary(16)
     assert band_table.num_rows == 49 * opts.bands  # the dropped row has none
