@@ -47,7 +47,7 @@ def _scrape(metrics_url: str) -> str:
 
 
 def _metric_lines(metrics_url: str, name: str, timeout: float = 60) -> list[str]:
-    deadline, text = time.time() + timeout, ""
+    deadline, text = time.time() + timeout, _scrape(metrics_url)
     while name not in text and time.time() < deadline:
         time.sleep(2)
         text = _scrape(metrics_url)

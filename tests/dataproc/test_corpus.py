@@ -184,7 +184,7 @@ def test_quality_model_stage_scores_and_filters(ray_local, corpus_run, tmp_path)
     path = tmp_path / "quality.npz"
     model.save(path)
     result = run_data_job(
-        _config(out.parent / "s.warc.gz", tmp_path / "q",
+        _config(out.parent / "s.warc.gz", tmp_path / "q", tokenize={"enabled": False},
                 quality_model={"enabled": True, "model_path": str(path), "threshold": 0.5}),
         log=lambda *_: None,
     )
