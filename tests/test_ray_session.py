@@ -31,7 +31,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # imports and one that does not exist, runs a task, then stops Ray as its exit does, and
 # reports what it saw.
 EMBEDDED_DRIVER = textwrap.dedent("""
-    import json, os, sys
+    import json, os, re, sys, time, urllib.request
     import ray
     from llmforge.common import ray_session
 
@@ -57,11 +57,27 @@ EMBEDDED_DRIVER = textwrap.dedent("""
 
         state_api = ray.get(own_actors.remote(), timeout=120)
     worker_address = ray.get(ray.remote(lambda: os.environ.get("RAY_ADDRESS")).remote())
+    # The agents' ports as the node announced them, and as the agents report them once up.
+    ports = {name: getattr(node._ray_params, name) for name in
+             ("metrics_agent_port", "metrics_export_port", "dashboard_agent_listen_port", "runtime_env_agent_port")}
+    logs, agent_log, deadline = node.get_logs_dir_path(), "", time.time() + 60
+    while "http address" not in agent_log and time.time() < deadline:
+        time.sleep(0.2)
+        agent_log = open(os.path.join(logs, "dashboard_agent.log")).read()
+    env_agent_log = open(os.path.join(logs, "runtime_env_agent.log")).read()
+    raylet_log = open(os.path.join(logs, "raylet.out")).read()
+    stamp = lambda log, text: [line.lstrip("[")[:23] for line in log.splitlines() if text in line][:1]
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics_export_port']}/metrics", timeout=30).read()
     pids = {kind: [info.process.pid for info in infos] for kind, infos in node.all_processes.items()}
     ray_session._leave_ray()
     print(json.dumps({"preloaded": preloaded, "answer": answer, "url": url, "status": status, "pids": pids,
                       "still_up": ray.is_initialized(), "state_api": state_api, "gcs": node.gcs_address,
-                      "worker_address": worker_address, "driver_address": os.environ.get("RAY_ADDRESS")}))
+                      "worker_address": worker_address, "driver_address": os.environ.get("RAY_ADDRESS"),
+                      "ports": ports, "metrics_text": b"# TYPE" in metrics,
+                      "agent_ports": re.findall(r"agent (?:grpc|http) address: [0-9.]+:([0-9]+)", agent_log),
+                      "env_agent_port": re.findall(r"Listening to address [0-9.]+, port ([0-9]+)", env_agent_log),
+                      "raylet_started": stamp(raylet_log, "Raylet of id"),
+                      "agent_http_up": stamp(agent_log, "http address")}))
 """)
 
 
@@ -94,6 +110,15 @@ def test_embedded_ray_starts_without_monitor_preloads_modules_and_its_exit_stops
     assert not seen["still_up"]
     # Workers reach their own GCS, not the one the stale file names; the driver's env is untouched.
     assert seen["worker_address"] == seen["gcs"] and seen["driver_address"] is None
+    # The agents took the ports the node announced (the metrics endpoint serves there), and the
+    # raylet went on without waiting for the dashboard agent's HTTP server, the last port it
+    # would otherwise wait for (log timestamps, same clock).
+    ports = seen["ports"]
+    assert all(ports.values()), ports
+    assert seen["agent_ports"] == [str(ports["metrics_agent_port"]), str(ports["dashboard_agent_listen_port"])]
+    assert seen["env_agent_port"] == [str(ports["runtime_env_agent_port"])] and seen["metrics_text"]
+    assert seen["raylet_started"] and seen["agent_http_up"]
+    assert seen["raylet_started"][0] < seen["agent_http_up"][0], (seen["raylet_started"], seen["agent_http_up"])
     started = set(seen["pids"])
     assert {"raylet", "gcs_server", "log_monitor"} <= started and "monitor" not in started
     if dashboard == "dashboard":  # up and answering when the start returns, as with Ray's own start

@@ -89,17 +89,53 @@ def _embedded_head() -> Iterator[None]:
         node_module.Node = base
 
 
+# The agents' ports, by Ray's node parameter and by the name of the file the raylet waits for.
+_AGENT_PORTS = (("metrics_agent_port", "METRICS_AGENT_PORT_NAME"), ("metrics_export_port", "METRICS_EXPORT_PORT_NAME"),
+                ("dashboard_agent_listen_port", "DASHBOARD_AGENT_LISTEN_PORT_NAME"),
+                ("runtime_env_agent_port", "RUNTIME_ENV_AGENT_PORT_NAME"))
+
+
+def _announce_agent_ports(node: Any) -> None:
+    """Give the node's two agents fixed ports and write them where the raylet looks for them.
+
+    Left to choose their own ports (Ray's default), the agents write them to port files in the
+    session dir once bound, and the raylet waits for every file before it accepts the driver:
+    the dashboard agent's listen port comes last, after it has imported and loaded all its
+    modules (2.6-3.3 s of a 16-page job on 2 cores, the whole wait of `ray.init`). With the
+    ports chosen here (as Ray picks its other ports, `Node._get_unused_port`) and written
+    first, through Ray's own `persist_port`, the raylet goes on at once and the agents come up
+    beside the job's first workers; each agent binds the port it is given and writes the same
+    file again. If an upgrade moves any of this, the raylet waits for the agents as before."""
+    try:
+        import ray._raylet as raylet
+
+        params, taken, files = node._ray_params, set(), []
+        for param, name in _AGENT_PORTS:
+            # Fresh ports, also for the agent's listen port, which defaults to a fixed 52365:
+            # another Ray on this machine may hold that one, and the raylet would then record
+            # that Ray's agent as this node's (Ray's own wait records -1 when the bind fails).
+            port = node._get_unused_port(taken)
+            taken.add(port)
+            files.append((param, getattr(raylet, name), port))
+        for param, name, port in files:
+            setattr(params, param, port)
+            raylet.persist_port(node.get_session_dir_path(), node.node_id, name, port)
+    except Exception as err:  # noqa: BLE001 - a head start only; Ray's own wait follows
+        logging.getLogger(__name__).debug("agent ports not announced: %s", err)
+
+
 def _embedded_head_class(base: type) -> type:
-    """Ray's node class, less two steps of its head start that buy an embedded node nothing.
-    Ray starts its head processes one after another, each a Python process importing Ray on
-    the same cores (bench_fixed_cost: 1.4-2.4 s of a 10.9-15.3 s job on 16 pages, 5-6 rounds):
+    """Ray's node class, less three waits or steps of its head start that buy an embedded node
+    nothing. Ray starts its head processes one after another, each a Python process importing
+    Ray on the same cores (bench_fixed_cost: 1.4-2.4 s of a 10.9-15.3 s job on 16 pages, 5-6 rounds):
     - the autoscaler monitor: one fixed machine has nothing to scale (`ray status` then has
       no autoscaler report; Ray Data and Ray Train do not need one);
     - the wait for the dashboard's URL before the raylet starts: the two are independent, so
       the dashboard starts beside the raylet and its agents, and the start still ends only
       once it is up (its URL, failure and log as before). Without the dashboard
       (`include_dashboard=False`) Ray would still start its API server in minimal mode, which
-      serves nothing a job uses; it is left out.
+      serves nothing a job uses; it is left out;
+    - the raylet's wait for its agents' ports (`_announce_agent_ports`).
     """
 
     class EmbeddedHead(base):  # type: ignore[misc, valid-type]
@@ -131,6 +167,7 @@ def _embedded_head_class(base: type) -> type:
             threading.Thread(target=start, name="llmforge-dashboard", daemon=True).start()
 
         def start_ray_processes(self) -> None:
+            _announce_agent_ports(self)
             try:
                 # The raylet, hence every worker, inherits this node's GCS address: Ray's State
                 # API (which Ray Train's controller calls) finds its cluster by RAY_ADDRESS,
