@@ -44,9 +44,9 @@ def test_killed_dpo_worker_resumes_on_the_same_curve(ray_local, base_model, few_
     run_align("dpo", align_config("dpo", base_model, preference_file, killed, **SETS), **quiet,
               step_hooks=[KillOnce(step=5, rank=1)])  # before step 6, once
     assert (killed / "fault_injected").read_text() == "5"
-    steps = [json.loads(x)["step"] for x in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4, 5, 4, 5, 6, 7, 8], steps  # restarted from checkpoint 3
     rows = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows]
+    assert steps == [1, 2, 3, 4, 5, 4, 5, 6, 7, 8], steps  # restarted from checkpoint 3
     first, again = {r["step"]: r["loss"] for r in rows[:5]}, {r["step"]: r["loss"] for r in rows[5:7]}
     for step in (4, 5):  # restored from checkpoint 3, the same computation again
         assert again[step] == pytest.approx(first[step], abs=1e-6), (step, again[step], first[step])

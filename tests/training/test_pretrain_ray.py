@@ -84,9 +84,9 @@ def test_zero3_learns_then_resumes_on_another_worker_count(reference_run, text_s
     run = tmp_path / "elastic"
     run_pretrain(_config(shards, tmp_path, "elastic", schedule="constant", max_steps=8, zero_stage=3),
                  log=lambda *_: None)
-    (first,) = _checkpoints(run)[-1:]
-    assert json.loads((first / "llmforge.json").read_text())["step"] == 8
-    files = {p.name for p in (first / "deepspeed" / "checkpoint").iterdir()}
+    partitioned = _checkpoints(run)[-1]
+    assert json.loads((partitioned / "llmforge.json").read_text())["step"] == 8
+    files = {p.name for p in (partitioned / "deepspeed" / "checkpoint").iterdir()}
     assert {"zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"} <= files
     last = run_pretrain(_config(shards, tmp_path, "elastic", workers=1, schedule="constant", max_steps=12,
                                 zero_stage=3), log=lambda *_: None)
