@@ -9,10 +9,11 @@
 #   bash infra/bench/run.sh align ARGS       align dpo|sft vs TRL's DPOTrainer / SFTTrainer
 #   bash infra/bench/run.sh rl ARGS          rollout KV cache vs recompute; align grpo vs TRL's GRPOTrainer
 #   bash infra/bench/run.sh stages ARGS      extraction vs resiliparse (pages/s), ms/doc per filter stage
+#   bash infra/bench/run.sh deep ARGS        extraction on pages nested too deep, and the nesting cap's cost on real pages
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 which=data
-case "${1:-}" in data|fixed|minhash|tokenize|train|eval|align|rl|stages) which=$1; shift ;; esac
+case "${1:-}" in data|fixed|minhash|tokenize|train|eval|align|rl|stages|deep) which=$1; shift ;; esac
 EXTRAS=test,bench bash infra/setup.sh >/dev/null
 [ "$which" = stages ] && bash infra/bench/setup_peer.sh  # resiliparse, the extraction peer
 if [ "$which" = data ]; then
@@ -25,4 +26,5 @@ if [ "$which" = data ]; then
   fi
 fi
 [ "$which" = fixed ] && which=fixed_cost
+[ "$which" = deep ] && which=deep_pages
 exec .venv/bin/python "infra/bench/bench_$which.py" "$@"
