@@ -77,21 +77,12 @@ def cap_depth(html: AnyStr, max_depth: int, check_above: int = 0) -> AnyStr:
     return html[:0].join(kept)
 
 
-def _count_lt(html: str | bytes, chunk: int = 1 << 15) -> int:
-    """`<` in `html`: through numpy 3x faster than `bytes.count` (~40 us for a 140 kB page), a
-    chunk at a time, so that the comparison's scratch array stays small: one as large as the
-    page is over glibc's mmap threshold, a fresh mapping for every page (and the extraction
-    around it measured slower with it)."""
+def _count_lt(html: str | bytes) -> int:
+    """`<` in `html`; for bytes through numpy, 2-3x faster than `bytes.count` (~40-80 us for a
+    140 kB page, much of it bringing the page into the cache the parse then finds it in)."""
     if isinstance(html, str):
         return html.count("<")
-    data = np.frombuffer(html, np.uint8)
-    scratch = np.empty(min(chunk, len(data)), bool)
-    total = 0
-    for start in range(0, len(data), chunk):
-        part = data[start : start + chunk]
-        hits = np.equal(part, ord("<"), out=scratch[: len(part)])
-        total += int(np.count_nonzero(hits))
-    return total
+    return int(np.count_nonzero(np.frombuffer(html, np.uint8) == ord("<")))
 
 
 def _cut_marks(tokens: Iterable[tuple], max_depth: int) -> Iterator[bool]:

@@ -11,7 +11,10 @@
               as the job hands them over), best of --rounds interleaved rounds, with the
               documents checked identical.
 
-Both against `dataproc/documents/extract.py` at git revision --compare-to (default HEAD).
+Both against `dataproc/documents/extract.py` at git revision --compare-to (default HEAD); the
+deep pages also with resiliparse (`extract_plain_text(main_content=True)`, also on Lexbor) from
+--resiliparse-python / .venv-peer when installed (`bash infra/bench/setup_peer.sh`), one
+subprocess per page, given up after --peer-timeout seconds.
 
     .venv/bin/python infra/bench/bench_deep_pages.py [--compare-to REV] [--rounds 11]
 """
@@ -57,6 +60,30 @@ def extract_module_at(rev: str, tmp: Path):
     return module
 
 
+PEER_ROUND = """
+import sys, time
+from resiliparse.extract.html2text import extract_plain_text
+from resiliparse.parse.html import HTMLTree
+html = open(sys.argv[1], encoding="utf-8").read()
+start = time.process_time()
+extract_plain_text(HTMLTree.parse(html), main_content=True)
+print(time.process_time() - start)
+"""
+
+
+def peer_seconds(python: str | None, html: bytes, tmp: Path, timeout: float) -> str:
+    if python is None:
+        return "-"
+    path = tmp / "page.html"
+    path.write_bytes(html)
+    try:
+        out = subprocess.run([python, "-c", PEER_ROUND, str(path)], capture_output=True, text=True,
+                             timeout=timeout, check=True).stdout
+    except subprocess.TimeoutExpired:
+        return f">{timeout:.0f}"
+    return f"{float(out):.3f}"
+
+
 def seconds(extract, options, html) -> tuple[float, str]:
     start = time.process_time()
     text, _ = extract(html, options)
@@ -67,16 +94,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--compare-to", default="HEAD", metavar="REV")
     ap.add_argument("--rounds", type=int, default=11)
+    ap.add_argument("--resiliparse-python", default=str(REPO / ".venv-peer" / "bin" / "python"))
+    ap.add_argument("--peer-timeout", type=float, default=120.0)
     args = ap.parse_args()
+    peer = args.resiliparse_python
+    if not (Path(peer).exists() and subprocess.run([peer, "-c", "import resiliparse"]).returncode == 0):
+        print(f"resiliparse: not installed at {peer} (bash infra/bench/setup_peer.sh)")
+        peer = None
+    with tempfile.TemporaryDirectory(prefix="bench-deep-") as tmp:
+        run(args, peer, Path(tmp))
+
+
+def run(args: argparse.Namespace, peer: str | None, tmp: Path) -> None:
     from dataproc.documents import extract as now
 
-    with tempfile.TemporaryDirectory() as tmp:
-        then = extract_module_at(args.compare_to, Path(tmp))
+    then = extract_module_at(args.compare_to, tmp)
     systems = {"now": (now.extract_text, now.ExtractOptions()),
                args.compare_to: (then.extract_text, then.ExtractOptions())}
 
     print("deep pages: extraction seconds (process CPU)")
-    print(f"  {'page':<34}{'now':>10}{args.compare_to:>12}")
+    print(f"  {'page':<34}{'now':>10}{args.compare_to:>12}{'resiliparse':>14}")
     for shape in SHAPES:
         for levels in (12_500, 25_000, levels_in(shape, 1 << 20)):
             html = page(shape, levels)
@@ -89,6 +126,7 @@ def main() -> None:
                 sec, text = seconds(extract, options, html)
                 texts.append(text)
                 row += f"{sec:10.3f}" if name == "now" else f"{sec:12.3f}"
+            row += f"{peer_seconds(peer, html, tmp, args.peer_timeout):>14}"
             kept = "Deep content sentence" in texts[0]
             note = "" if len(set(texts)) == 1 else (  # past the cap, blocks' lines join; no character goes
                 "  (same characters, lines joined)" if len({"".join(t.split()) for t in texts}) == 1 else "  (text differs)")
