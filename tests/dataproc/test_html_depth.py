@@ -3,6 +3,7 @@ their text, what does not nest is not counted, and real pages are never touched.
 from __future__ import annotations
 
 import gzip
+import random
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,24 @@ def test_real_pages_are_never_touched() -> None:
     # ... and none nests 40 deep by it (the deepest tree: 36 below <body>); a page cut at 40
     # would be cut at 24 too.
     assert [p for p in cut if cap_depth(p, 40) is not p] == []
+
+
+def test_tag_soup_never_raises_and_str_and_bytes_agree() -> None:
+    # extract_text turns any exception into an empty page, which would drop it unseen.
+    names = ["div", "SPAN", "a", "b", "p", "li", "td", "table", "svg", "path", "script", "title", "plaintext",
+             "button", "nobr", "br", "x-y", "iframe"]
+    attrs = ["", " a=1", " /", "/", ' x="<"', " y='>'"]
+    other = ["<!--", "-->", "<", ">", "</", "<!", "<<div", "text", "é", " "]
+    rng = random.Random(0)
+    cut = 0
+    for _ in range(600):
+        parts = []
+        for _ in range(rng.randrange(1, 300)):
+            r, name = rng.random(), rng.choice(names)
+            parts.append("<" + name + rng.choice(attrs) + ">" if r < 0.45 else "</" + name + ">" if r < 0.75
+                         else rng.choice(other))
+        page = "".join(parts)
+        out = cap_depth(page, 3)
+        assert cap_depth(page.encode(), 3) == out.encode()
+        cut += out != page
+    assert 100 < cut < 600  # both kinds were exercised
