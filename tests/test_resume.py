@@ -58,6 +58,23 @@ def test_fingerprints_written_by_the_old_code_are_unchanged():
         "435d5cd165d8c0865fcfe929bfb69f1b08966da74afc45d76ee6042551af0876")
 
 
+def test_per_document_options_added_since_are_hashed_only_when_set():
+    from dataproc.config import DataJobConfig
+    from dataproc.pipeline import ADDED_KEYS, output_fingerprint
+    from llmforge.common.config import validate_config
+
+    base = {"input": {"paths": ["/data/a.warc.gz"]}, "output": {"path": "/out"}}
+    before = output_fingerprint(validate_config(DataJobConfig, base))
+    assert before == "05df303b96aedcd1"  # as pinned above: outputs from before the keys resume
+    changed = []
+    for (_, stage, key), value in ADDED_KEYS.items():
+        assert validate_config(DataJobConfig, base).stages.model_dump()[stage][key] == value  # the default
+        set_to = lambda v: validate_config(DataJobConfig, {**base, "stages": {stage: {key: v}}})  # noqa: E731
+        assert output_fingerprint(set_to(value)) == before  # spelt out, the same
+        changed.append(output_fingerprint(set_to(value + 1)))
+    assert len(set(changed)) == len(ADDED_KEYS) and before not in changed
+
+
 def test_tokenize_text_fingerprints_its_input_files(tmp_path):
     from dataproc.tokenization.text_files import shards_from_text_files
 
