@@ -73,7 +73,7 @@ class ExtractOptions(StrictModel):
 
     depth_check_tags: int = Field(20_000, ge=0)
     """Pages with at most this many `<` skip the depth check (one count): the check costs
-    ~3 us a tag, a third of extracting a big page, while no real page of the tests' 415 nests
+    2-3 us a tag, a third of extracting a big page, while no real page of the tests' 415 nests
     40 deep, and a page this small costs seconds at worst (20,000 unclosed `<span>`: ~7 s)."""
 
 

@@ -18,8 +18,9 @@ one do not nest; `script`, `style` and the other raw-text elements and comments 
 `/>` closes an element only inside `svg`/`math`.
 
 A page with at most `check_above` `<` (the extractor's `depth_check_tags`) is not scanned, at the
-cost of a count (~40 us for a 140 kB page; shorter pages not even that): scanning costs ~3 us a
-tag, a third of extracting a big page, so it is kept for pages too big to be harmless.
+cost of a count (~40 us for a 140 kB page; pages under 3 characters a `<` not even that):
+scanning costs 2-3 us a tag, a third of extracting a big page, so it is kept for pages too big
+to be harmless.
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def cap_depth(html: AnyStr, max_depth: int, check_above: int = 0) -> AnyStr:
     same object when nothing nests that deep, or when it has at most `check_above` (or
     `max_depth`) `<` and is not looked at. str or UTF-8 bytes, returned as given."""
     kind, limit = type(html), max(max_depth, check_above)
-    # A tag takes 3 characters at least: most pages are too short to be looked at.
+    # A tag takes 3 characters at least: a page this short skips even the count.
     if len(html) <= 3 * limit or _count_lt(html) <= limit:
         return html
     tokens = _TOKENS[kind]

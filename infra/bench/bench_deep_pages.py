@@ -13,7 +13,7 @@
 
 Both against `dataproc/documents/extract.py` at git revision --compare-to (default HEAD); the
 deep pages also with resiliparse (`extract_plain_text(main_content=True)`, also on Lexbor) from
---resiliparse-python / .venv-peer when installed (`bash infra/bench/setup_peer.sh`), one
+--resiliparse-python / $RESILIPARSE_PYTHON / .venv-peer when installed (`bash infra/bench/setup_peer.sh`), one
 subprocess per page, given up after --peer-timeout seconds.
 
     .venv/bin/python infra/bench/bench_deep_pages.py [--compare-to REV] [--rounds 11]
@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_stages import resiliparse_python  # noqa: E402
 from extraction_score import DEFAULT_DATA, load_pages  # noqa: E402
 
 PARA = "<p>" + "Deep content sentence, repeated for length. " * 3 + "</p>"
@@ -94,13 +95,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--compare-to", default="HEAD", metavar="REV")
     ap.add_argument("--rounds", type=int, default=11)
-    ap.add_argument("--resiliparse-python", default=str(REPO / ".venv-peer" / "bin" / "python"))
+    ap.add_argument("--resiliparse-python", help="interpreter with resiliparse (default: $RESILIPARSE_PYTHON, .venv-peer)")
     ap.add_argument("--peer-timeout", type=float, default=120.0)
     args = ap.parse_args()
-    peer = args.resiliparse_python
-    if not (Path(peer).exists() and subprocess.run([peer, "-c", "import resiliparse"]).returncode == 0):
-        print(f"resiliparse: not installed at {peer} (bash infra/bench/setup_peer.sh)")
-        peer = None
+    peer = resiliparse_python(args.resiliparse_python)
+    if peer is None:
+        print("resiliparse: not installed (bash infra/bench/setup_peer.sh)")
     with tempfile.TemporaryDirectory(prefix="bench-deep-") as tmp:
         run(args, peer, Path(tmp))
 

@@ -65,12 +65,20 @@ def _resiliparse_runner(python: str | None, data: Path):
         return lambda htmls: _time_all(extract, htmls), "in process"
     except ImportError:
         pass
+    py = resiliparse_python(python)
+    if py is None:
+        return None, "not installed (pass --resiliparse-python)"
+    cmd = [py, __file__, "--resiliparse-round", "--data", str(data)]
+    return (lambda htmls: json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)["seconds"]), py
+
+
+def resiliparse_python(python: str | None = None) -> str | None:
+    """The first interpreter that imports resiliparse: `python`, $RESILIPARSE_PYTHON, .venv-peer."""
     candidates = [python, os.environ.get("RESILIPARSE_PYTHON"), str(REPO / ".venv-peer" / "bin" / "python")]
     for py in filter(None, candidates):
         if Path(py).exists() and subprocess.run([py, "-c", "import resiliparse"], capture_output=True).returncode == 0:
-            cmd = [py, __file__, "--resiliparse-round", "--data", str(data)]
-            return (lambda htmls: json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)["seconds"]), py
-    return None, "not installed (pass --resiliparse-python)"
+            return py
+    return None
 
 
 def bench_extraction(htmls: list[str], rounds: int, resiliparse_python: str | None, data: Path) -> dict:
