@@ -49,7 +49,11 @@ def write_checkpoints(root: str) -> None:
     import deepspeed
     import torch.distributed as dist
 
-    deepspeed.init_distributed(dist_backend="gloo")
+    from training.loop import _init_distributed
+
+    # As training joins: DeepSpeed's CPU comm op loads from the cache infra/setup.sh built, with
+    # this environment's ninja (another ninja on PATH rebuilds it, about a minute).
+    _init_distributed(torch.device("cpu"))
     for i, (name, (stage, precision, _)) in enumerate(SPECS.items()):
         cfg = model_config(name)
         torch.manual_seed(i)

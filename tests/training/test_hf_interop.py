@@ -270,7 +270,11 @@ def write_zero2_lora_checkpoint(root: str) -> None:
     import peft
     import torch.distributed as dist
 
-    deepspeed.init_distributed(dist_backend="gloo")
+    from training.loop import _init_distributed
+
+    # As training joins: DeepSpeed's CPU comm op loads from the cache infra/setup.sh built, with
+    # this environment's ninja (another ninja on PATH rebuilds it, about a minute).
+    _init_distributed(torch.device("cpu"))
     cfg = tiny_config(tie_embeddings=True)
     torch.manual_seed(7)
     base = Llama(cfg)
