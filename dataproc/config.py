@@ -72,7 +72,7 @@ class ExecutionConfig(StrictModel):
     )
     shuffle_strategy: Literal["sort_shuffle_pull_based", "sort_shuffle_push_based", "hash_shuffle", "shuffle_v2"] = Field(
         default="sort_shuffle_pull_based",
-        description="Ray Data shuffle for the corpus stages; the sort-based one reuses workers "
+        description="Ray Data shuffle for the corpus stages and tokenize; the sort-based one reuses workers "
         "(shuffle_v2 starts new processes per shuffle: seconds each on a small machine)",
     )
     # Pool actors ask 0.75 CPU so that light read/write tasks still fit beside one actor per core.

@@ -246,23 +246,25 @@ def _run_corpus_and_tokenize(cfg: DataJobConfig, keys: list[str], funnel: dict[s
     init_ray(address=cfg.execution.address, num_cpus=cfg.execution.num_cpus,
              include_dashboard=cfg.execution.dashboard)
     ctx = ray.data.DataContext.get_current()
+    # The tokenize stage's groupby shuffles too: under Ray Data's default (hash shuffle, 200
+    # partitions, aggregator actors) it took 15.8 s for 68 documents in a `ray job submit` run.
     saved, ctx.shuffle_strategy = ctx.shuffle_strategy, cfg.execution.shuffle_strategy
     try:
         corpus = run_corpus_stages(cfg, fs.join(cfg.output.path, "documents"),
                                    documents_fingerprint(cfg, keys), log)
+        funnel["stages"] += corpus["stages"]
+        funnel["seconds"].update({s["stage"]: s["seconds"] for s in corpus["stages"]})
+        funnel["documents_out"] = corpus["documents_out"]
+        funnel["domains"] = corpus["domains"]
+        funnel["curated"] = corpus["curated"]
+        if not cfg.stages.tokenize.enabled:
+            return
+        if corpus["documents_out"] == 0:
+            _note(funnel, "no documents came out of the corpus stages: skipped tokenize", log)
+            return
+        manifest = run_tokenize(cfg, corpus["curated"], log)
     finally:
         ctx.shuffle_strategy = saved
-    funnel["stages"] += corpus["stages"]
-    funnel["seconds"].update({s["stage"]: s["seconds"] for s in corpus["stages"]})
-    funnel["documents_out"] = corpus["documents_out"]
-    funnel["domains"] = corpus["domains"]
-    funnel["curated"] = corpus["curated"]
-    if not cfg.stages.tokenize.enabled:
-        return
-    if corpus["documents_out"] == 0:
-        _note(funnel, "no documents came out of the corpus stages: skipped tokenize", log)
-        return
-    manifest = run_tokenize(cfg, corpus["curated"], log)
     funnel["tokens"] = {
         "total": manifest["total_tokens"], "documents": manifest["total_documents"],
         "shards": len(manifest["shards"]), "per_domain": manifest["domains"],
