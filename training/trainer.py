@@ -10,9 +10,11 @@ the latest checkpoint (Ray Train restores it into the workers; standalone reads 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from llmforge.common.environ import env_restored
 from llmforge.common.errors import UserError
 from training.config import PretrainConfig, TrainJobConfig, preflight
 from training.ds_ops import torch_extensions_dir
@@ -69,6 +71,15 @@ def run_training(cfg: TrainJobConfig, task: str, out: Path, standalone: bool = F
     return last
 
 
+# Ray Train's controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by
+# default) and takes one waiting report per worker per poll: a checkpoint (two reports, see
+# training.checkpoint) held the workers up to 4 s, and the end of every run (and noticing a dead
+# worker) waited up to 2 s more. Ray Train passes this variable from the driver to its controller
+# and workers; a value set by the user is kept. A missed poll only waits longer: a worker is
+# declared dead after RAY_TRAIN_WORKER_HEALTH_CHECK_TIMEOUT_S (10 min), not after one interval.
+POLL_INTERVAL_ENV, POLL_INTERVAL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
+
+
 def _fit(cfg: TrainJobConfig, job: dict[str, Any], log) -> dict[str, Any]:
     import ray
     import ray.train
@@ -96,7 +107,9 @@ def _fit(cfg: TrainJobConfig, job: dict[str, Any], log) -> dict[str, Any]:
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.num_to_keep),
         ),
     )
-    result = trainer.fit()
+    with env_restored(POLL_INTERVAL_ENV):
+        os.environ.setdefault(POLL_INTERVAL_ENV, POLL_INTERVAL_S)
+        result = trainer.fit()
     if result.error:
         raise result.error
     log(f"train: finished; latest checkpoint {result.checkpoint.path if result.checkpoint else None}")

@@ -1,5 +1,5 @@
-"""Fault injection for resume tests, installed as a training step hook (production code
-carries only the generic hook, not the fault)."""
+"""Fault injection for resume tests, and what a worker sees, installed as training step hooks
+(production code carries only the generic hook, not the fault)."""
 from __future__ import annotations
 
 import os
@@ -24,3 +24,15 @@ class KillOnce:
             return
         marker.write_text(str(step))
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class RecordEnv:
+    """Write what rank 0's worker sees of environment variable `name` to `env_<name>` in the run
+    directory (`<unset>` when absent), before its first step."""
+
+    name: str
+
+    def __call__(self, step: int, rank: int, run_dir: Path | None) -> None:
+        if rank == 0 and run_dir is not None and not (run_dir / f"env_{self.name}").exists():
+            (run_dir / f"env_{self.name}").write_text(os.environ.get(self.name, "<unset>"))

@@ -1,16 +1,17 @@
-"""Pretraining under Ray Train with 2 CPU workers and DeepSpeed ZeRO: learning, restarts after
-a killed worker, and resuming on another worker count."""
+"""Pretraining under Ray Train with 2 CPU workers and DeepSpeed ZeRO-3: learning, a restart after
+a killed worker, and resuming on another worker count, in one run."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from llmforge.common.config import validate_config
 from llmforge.common.errors import UserError
-from tests.support.faults import KillOnce
+from tests.support.faults import KillOnce, RecordEnv
 from training.config import PretrainConfig
-from training.trainer import read_metrics, run_pretrain
+from training.trainer import POLL_INTERVAL_ENV, POLL_INTERVAL_S, read_metrics, run_pretrain
 
 pytestmark = pytest.mark.ray
 
@@ -51,39 +52,35 @@ def test_more_workers_than_the_embedded_ray_has_cpus_stop_before_any_work(ray_lo
     assert not (tmp_path / "too-many" / "metrics.jsonl").exists()  # no step ran
 
 
-def test_killed_worker_restarts_from_the_last_checkpoint(reference_run, text_shards, tmp_path):
-    shards, _ = text_shards
-    run_pretrain(_config(shards, tmp_path, "killed", schedule="constant", max_steps=12, zero_stage=2),
-                 log=lambda *_: None, step_hooks=[KillOnce(step=6, rank=1)])  # before step 7, once
-    assert (tmp_path / "killed" / "fault_injected").read_text() == "6"
-    lines = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
-    steps = [r["step"] for r in lines]
-    # Steps 5 and 6 ran, the worker died, Ray Train restarted both from checkpoint 4 and they ran again.
-    assert steps == list(range(1, 7)) + list(range(5, 13)), steps
-    # Restored from checkpoint 4, steps 5 and 6 are the same computation again: the same loss.
-    first, again = {r["step"]: r["loss"] for r in lines[:6]}, {r["step"]: r["loss"] for r in lines[6:8]}
-    for step in (5, 6):
-        assert again[step] == pytest.approx(first[step], abs=1e-6), (step, again[step], first[step])
-    resumed = _losses(tmp_path / "killed")
-    assert resumed.keys() == reference_run.keys()
-    for step, loss in reference_run.items():  # same batches, same weights: the curve continues exactly
-        assert resumed[step] == pytest.approx(loss, abs=1e-4), (step, resumed[step], loss)
-
-
 def _checkpoints(run) -> list:
     return sorted((p for p in run.glob("checkpoint_*") if p.is_dir()),
                   key=lambda p: json.loads((p / "llmforge.json").read_text())["step"])
 
 
-def test_zero3_learns_then_resumes_on_another_worker_count(reference_run, text_shards, tmp_path):
-    """2 workers train 8 steps under ZeRO-3 and write a partitioned checkpoint; 1 worker resumes
-    it through the universal format. ZeRO-3 partitions the weights too, so its conversion is the
-    harder one (ZeRO-2, the default, trains in the restart test). The reference ran ZeRO-2: in
-    fp32 the stages compute the same updates up to reduction order."""
+def test_killed_zero3_worker_restarts_then_the_run_resumes_on_another_worker_count(reference_run, text_shards,
+                                                                                   tmp_path, monkeypatch):
+    """2 workers train 8 steps under ZeRO-3; rank 1 is SIGKILLed before step 7, once, and Ray
+    Train restarts both from checkpoint 4. They write a partitioned checkpoint at step 8, which
+    1 worker resumes through the universal format to step 12. ZeRO-3 partitions the weights too,
+    so its restore and its conversion are the harder ones (ZeRO-2 with 2 workers restarts in
+    tests/alignment/test_align_ray.py and trains as a Ray job in tests/test_ray_job_submit.py).
+    The reference ran ZeRO-2: in fp32 the stages compute the same updates up to reduction order."""
     shards, _ = text_shards
     run = tmp_path / "elastic"
+    monkeypatch.delenv(POLL_INTERVAL_ENV, raising=False)
     run_pretrain(_config(shards, tmp_path, "elastic", schedule="constant", max_steps=8, zero_stage=3),
-                 log=lambda *_: None)
+                 log=lambda *_: None, step_hooks=[KillOnce(step=6, rank=1), RecordEnv(POLL_INTERVAL_ENV)])
+    assert (run / "fault_injected").read_text() == "6"
+    # Ray Train's controller polled the workers every 0.5 s (it passes the driver's value on to
+    # the workers); the driver's environment is as it was.
+    assert (run / f"env_{POLL_INTERVAL_ENV}").read_text() == POLL_INTERVAL_S == "0.5"
+    assert POLL_INTERVAL_ENV not in os.environ
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    # Steps 5 and 6 ran, the worker died, Ray Train restarted both from checkpoint 4 and they ran again.
+    assert [r["step"] for r in lines] == list(range(1, 7)) + list(range(5, 9))
+    first, again = {r["step"]: r["loss"] for r in lines[:6]}, {r["step"]: r["loss"] for r in lines[6:8]}
+    for step in (5, 6):  # restored from checkpoint 4, the same computation again: the same loss
+        assert again[step] == pytest.approx(first[step], abs=1e-6), (step, again[step], first[step])
     partitioned = _checkpoints(run)[-1]
     assert json.loads((partitioned / "llmforge.json").read_text())["step"] == 8
     files = {p.name for p in (partitioned / "deepspeed" / "checkpoint").iterdir()}
@@ -91,7 +88,7 @@ def test_zero3_learns_then_resumes_on_another_worker_count(reference_run, text_s
     last = run_pretrain(_config(shards, tmp_path, "elastic", workers=1, schedule="constant", max_steps=12,
                                 zero_stage=3), log=lambda *_: None)
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in lines] == list(range(1, 13))  # resumed after step 8, nothing redone
+    assert [r["step"] for r in lines] == list(range(1, 7)) + list(range(5, 13))  # resumed after step 8
     resumed = _losses(run)
     assert resumed.keys() == reference_run.keys()
     for step, loss in reference_run.items():  # 1 worker x 2 accumulation steps = 2 workers x 1
