@@ -50,6 +50,7 @@ PROMPT_FIELDS = ("prompt", "context", "question", "instruction")
 STATE_FILE = "rl_state.json"
 CRITIC_DIR = "critic"
 SAMPLES_PER_STEP = 4  # completions written to samples.jsonl per step
+RESTART_COUNTERS = ("rollout_restarts", "trainer_restarts")  # kept through a restart from a checkpoint
 
 
 def config_class(algorithm: str):
@@ -759,9 +760,10 @@ class RLRun:
                 if failures > cfg.run.max_failures >= 0:
                     raise UserError(f"a trainer actor died {failures} times (run.max_failures "
                                     f"{cfg.run.max_failures}); last: {err}") from None
-                restarts = self.counters["trainer_restarts"] + 1
-                self.step, resume = self.resume_point()  # the counters as they were at that checkpoint
-                self.counters["trainer_restarts"] = restarts
+                restarts = {k: self.counters[k] for k in RESTART_COUNTERS}
+                restarts["trainer_restarts"] += 1
+                self.step, resume = self.resume_point()  # the counters as they were at that checkpoint,
+                self.counters.update(restarts)  # but for the restarts: they count this run's faults, not steps
                 self.log(f"a trainer actor died ({type(err).__name__}); restarting the trainer group(s) from "
                          f"{resume or 'the starting weights'} (step {self.step})")
                 self.groups.stop_trainers()

@@ -83,15 +83,17 @@ def test_grpo_raises_exact_match_on_arithmetic_from_sft(ray_local, arithmetic, t
     assert resolve_model(tmp_path / "grpo").path.name == "checkpoint_00000030"
 
 
-def _kill(group: str, when: str, at_step: int, fired: list):
-    """A hook that SIGKILLs the first actor of `group` once, at `when` of step `at_step` (0-based)."""
+def _kill(plan: list[tuple[str, str, int]], fired: list):
+    """A hook that SIGKILLs the first actor of `group` at `when` of step `at_step` (0-based), once
+    for each (group, when, at_step) of `plan`."""
     import ray
 
     def hook(event, step, run):
-        if event == when and step == at_step and not fired:
-            actor = run.groups.rollout[0] if group == "rollout" else run.groups.trainers[group][0]
-            os.kill(ray.get(actor.pid.remote()), signal.SIGKILL)
-            fired.append(step)
+        for group, when, at_step in plan:
+            if event == when and step == at_step and (group, at_step) not in fired:
+                actor = run.groups.rollout[0] if group == "rollout" else run.groups.trainers[group][0]
+                os.kill(ray.get(actor.pid.remote()), signal.SIGKILL)
+                fired.append((group, at_step))
     return hook
 
 
@@ -123,16 +125,17 @@ def _step_rows(out: Path) -> dict[int, dict]:
 SAME = ("reward_mean", "reward_std", "loss", "entropy", "response_length", "sequences_trained")
 
 
-@pytest.mark.parametrize("group,when,at_step,placement", [("rollout", "before_generate", 2, "spread"),
-                                                           ("policy", "before_update", 3, "colocate"),
-                                                           ("policy", "before_generate", 2, "hybrid")])
-def test_killed_actor_is_replaced_and_the_run_continues_exactly(uninterrupted, arithmetic, tmp_path, group, when,
-                                                               at_step, placement):
+@pytest.mark.parametrize("plan,placement", [
+    ([("rollout", "before_generate", 2), ("policy", "before_update", 3)], "spread"),
+    ([("policy", "before_generate", 2)], "hybrid"),
+], ids=["rollout-then-policy-spread", "policy-hybrid"])
+def test_killed_actor_is_replaced_and_the_run_continues_exactly(uninterrupted, arithmetic, tmp_path, plan, placement):
     """A killed rollout actor: replaced, given the current weights, its batch redone. A killed
     trainer: the group restarts from checkpoint 2, the rollout actors get checkpoint 2's weights
     (they held version 3's), steps 3 and 4 are redone. Every step's numbers equal the
-    uninterrupted (colocated, rollout actor) run's: with every group on bundles of its own, and
-    with the trainer generating (hybrid) — it is killed as it is about to generate step 3."""
+    uninterrupted (colocated, rollout actor) run's: with every group on bundles of its own (the
+    rollout actor killed at step 3, then the trainer as it is about to update step 4), and with
+    the trainer generating (hybrid) — it is killed as it is about to generate step 3."""
     from alignment.rl_driver import run_rl
 
     sft, prompts = arithmetic
@@ -140,10 +143,10 @@ def test_killed_actor_is_replaced_and_the_run_continues_exactly(uninterrupted, a
     cfg = _fault_config(sft, prompts, tmp_path / "grpo", **{"placement.colocate": placement != "spread",
                                                             "placement.hybrid": placement == "hybrid",
                                                             "placement.actor_cpus": 0.5})
-    results = run_rl("grpo", cfg, hooks=[_kill(group, when, at_step, fired)], **QUIET)
-    assert fired == [at_step]
-    counter = "rollout_restarts" if group == "rollout" else "trainer_restarts"
-    assert results["counters"][counter] == 1
+    results = run_rl("grpo", cfg, hooks=[_kill(plan, fired)], **QUIET)
+    assert fired == [(group, at_step) for group, _, at_step in plan]
+    for group, counter in (("rollout", "rollout_restarts"), ("policy", "trainer_restarts")):
+        assert results["counters"][counter] == sum(g == group for g, _, _ in plan), counter
     reference, rows = uninterrupted[1], _step_rows(tmp_path / "grpo")
     assert sorted(rows) == [1, 2, 3, 4]
     for step in rows:
