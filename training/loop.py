@@ -337,7 +337,8 @@ def train_worker(job: dict[str, Any]) -> dict[str, Any]:
                 "task": task.name, "model_kind": task.model_kind, **task.meta()}
         # Rows go to metrics.jsonl and the metrics endpoint; only checkpoints go through
         # ray.train.report. Ray Train holds one unconsumed report per worker and its controller
-        # takes one per poll (every 2 s), so a report per logged step would stall training.
+        # takes one per poll (every 0.5 s, training.trainer.POLL_INTERVAL_S), so a report per logged
+        # step would stall training.
         if ckpt_now:
             ckpts.save(engine, meta, row, rank)
         last = row
