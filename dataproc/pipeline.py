@@ -246,8 +246,9 @@ def _run_corpus_and_tokenize(cfg: DataJobConfig, keys: list[str], funnel: dict[s
     init_ray(address=cfg.execution.address, num_cpus=cfg.execution.num_cpus,
              include_dashboard=cfg.execution.dashboard)
     ctx = ray.data.DataContext.get_current()
-    # The tokenize stage's groupby shuffles too: under Ray Data's default (hash shuffle, 200
-    # partitions, aggregator actors) it took 15.8 s for 68 documents in a `ray job submit` run.
+    # The tokenize stage's groupby shuffles too: under Ray Data 2.60's default (shuffle_v2, a hash
+    # shuffle of 200 partitions on fresh processes) it took 15.8 s for 68 documents in a
+    # `ray job submit` run.
     saved, ctx.shuffle_strategy = ctx.shuffle_strategy, cfg.execution.shuffle_strategy
     try:
         corpus = run_corpus_stages(cfg, fs.join(cfg.output.path, "documents"),
