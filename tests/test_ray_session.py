@@ -39,6 +39,12 @@ EMBEDDED_DRIVER = textwrap.dedent("""
     dashboard = sys.argv[1] == "dashboard"
     ray_session.init_ray(num_cpus=1, include_dashboard=dashboard, preload=("tabnanny", "llmforge_no_such_module"))
     preloaded = "tabnanny" in sys.modules
+    import gc
+    # What the start made is frozen (out of the collector's lists), and the collector runs again.
+    tracked = {id(o) for o in gc.get_objects()}
+    gc_after_start = {"enabled": gc.isenabled(), "preload_frozen": id(vars(sys.modules["tabnanny"])) not in tracked,
+                      "ray_frozen": id(vars(ray)) not in tracked}
+    del tracked
     answer = ray.get(ray.remote(lambda: 6 * 7).remote())
     node = ray._private.worker._global_node
     url = node.webui_url
@@ -70,7 +76,7 @@ EMBEDDED_DRIVER = textwrap.dedent("""
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics_export_port']}/metrics", timeout=30).read()
     pids = {kind: [info.process.pid for info in infos] for kind, infos in node.all_processes.items()}
     ray_session._leave_ray()
-    print(json.dumps({"preloaded": preloaded, "answer": answer, "url": url, "status": status, "pids": pids,
+    print(json.dumps({"preloaded": preloaded, "gc_after_start": gc_after_start, "answer": answer, "url": url, "status": status, "pids": pids,
                       "still_up": ray.is_initialized(), "state_api": state_api, "gcs": node.gcs_address,
                       "worker_address": worker_address, "driver_address": os.environ.get("RAY_ADDRESS"),
                       "ports": ports, "metrics_text": b"# TYPE" in metrics,
@@ -106,6 +112,7 @@ def test_embedded_ray_starts_without_monitor_preloads_modules_and_its_exit_stops
     assert out.returncode == 0, out.stderr[-3000:]
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen["preloaded"]  # and the module that does not exist did not fail the start
+    assert seen["gc_after_start"] == {"enabled": True, "preload_frozen": True, "ray_frozen": True}
     assert seen["answer"] == 42
     assert not seen["still_up"]
     # Workers reach their own GCS, not the one the stale file names; the driver's env is untouched.

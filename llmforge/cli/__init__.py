@@ -21,6 +21,7 @@ import importlib
 import sys
 
 from llmforge.common.errors import UserError
+from llmforge.common.gc_policy import freeze_at_exit
 
 AREAS = ("data", "train", "align", "generate", "eval", "scaling", "demo")
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    freeze_at_exit()  # a job's exit then skips walking every object its imports made
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
