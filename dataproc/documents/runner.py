@@ -111,13 +111,17 @@ def _stages_for(config_json: str) -> DocumentStages:
 
 def warm_stages(config_json: str) -> None:
     """A worker imports Ray Data and builds the stages of `config_json` before the job's tasks
-    reach it; `run_stages` there finds them built. Errors are left to those tasks."""
-    try:
-        import ray.data  # noqa: F401 - what the job's read and write run in this process
+    reach it; `run_stages` there finds them built. Errors are left to those tasks. What the
+    imports and the stages make lives as long as the worker: frozen, as in the driver."""
+    from llmforge.common.gc_policy import collect_nothing_then_freeze
 
-        _stages_for(config_json)
-    except Exception:  # noqa: BLE001
-        pass
+    with collect_nothing_then_freeze():
+        try:
+            import ray.data  # noqa: F401 - what the job's read and write run in this process
+
+            _stages_for(config_json)
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def run_stages(batch: pa.Table, config_json: str) -> pa.Table:

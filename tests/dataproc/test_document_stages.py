@@ -2,6 +2,7 @@
 a stage is added by the registry alone, and the table layout the sink relies on."""
 from __future__ import annotations
 
+import gc
 import math
 import pickle
 
@@ -107,10 +108,16 @@ def test_c4_through_the_runner_keeps_its_cleaned_lines():
 def test_warm_stages_builds_the_stages_that_run_stages_then_uses():
     config_json = StagesConfig.model_validate(ONLY_C4).model_dump_json()
     _stages_for.cache_clear()
-    warm_stages(config_json)
-    assert (_stages_for.cache_info().misses, _stages_for.cache_info().currsize) == (1, 1)
+    try:
+        warm_stages(config_json)
+        assert (_stages_for.cache_info().misses, _stages_for.cache_info().currsize) == (1, 1)
+        # Built for the worker's life: frozen, out of the collector's walks, which run again.
+        built = _stages_for(config_json)
+        assert gc.isenabled() and not any(o is built for o in gc.get_objects())
+    finally:
+        gc.unfreeze()  # this test session's objects, frozen with them
     out = run_stages(_batch([("kept", "https://a.example/", _page("Kept", C4_LINES))]), config_json)
-    assert (_stages_for.cache_info().hits, _stages_for.cache_info().misses) == (1, 1)  # built once, by the warm-up
+    assert (_stages_for.cache_info().hits, _stages_for.cache_info().misses) == (2, 1)  # built once, by the warm-up
     assert out.column("text").to_pylist() == [C4_KEPT]
 
 
